@@ -1,0 +1,236 @@
+"""The fit/evaluate loop. It knows one thing about a model: ``loss = model(batch)`` for
+training and ``model.decode(batch)`` (via :mod:`pipeline.predict`) for evaluation.
+
+Model selection uses the dev split only (entity-level micro F1, seqeval default scheme); the
+caller scores the test split once, with the selected checkpoint.
+
+Resume: after every completed epoch the full training state (model, optimiser, schedule,
+RNG states, best score so far) is written atomically to ``last.pt``. The shuffling order of
+epoch ``e`` comes from a generator seeded with ``(seed, e)`` and the global RNG (dropout) is
+restored from the checkpoint, so a run killed after epoch ``k`` and resumed reproduces the
+uninterrupted run exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch.utils.data import DataLoader
+
+from pipeline import rundir
+from pipeline.data.dataset import Collator, MnerDataset
+from pipeline.errors import ConfigError
+from pipeline.labels import LabelVocab
+from pipeline.metrics import PRIMARY, score
+from pipeline.predict import predict_posts
+from pipeline.train_config import TrainConfig
+
+#: Seeds the per-epoch shuffling generator together with the run seed.
+_EPOCH_SEED_STRIDE = 1_000_003
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"--device {name}: expected auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def make_loader(dataset: MnerDataset, collate: Collator, batch_size: int, num_workers: int, order=None):
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=order,
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=num_workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset: MnerDataset,
+    collate: Collator,
+    vocab: LabelVocab,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> tuple[dict, list[list[str]]]:
+    """Scores (both schemes) and the predicted tags of every post of ``dataset``."""
+    loader = make_loader(dataset, collate, cfg.eval_batch_size, cfg.num_workers)
+    with _autocast(device, cfg.amp):
+        preds = predict_posts(
+            model, loader, len(dataset.posts), [len(p) for p in dataset.posts], vocab, device
+        )
+    gold = [p.labels for p in dataset.posts]
+    return score(gold, preds), preds
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    warmup = max(1, int(cfg.warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def fit(
+    model: torch.nn.Module,
+    train: MnerDataset,
+    dev: MnerDataset,
+    collate: Collator,
+    vocab: LabelVocab,
+    cfg: TrainConfig,
+    run: Path,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+    stop_after_epoch: Callable[[int], bool] | None = None,
+) -> dict:
+    """Train, keeping the best dev checkpoint in ``run/best.pt``; returns a summary dict.
+
+    ``stop_after_epoch(epoch)`` returning True ends training after that epoch as if the
+    process had been killed there (tests use it to check that resuming is exact).
+    """
+    console = console or Console()
+    device = resolve_device(cfg.device)
+    model.to(device)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+    start_epoch, best_f1, best_epoch = 0, -1.0, -1
+    last_path = run / rundir.LAST
+    if resume:
+        if not last_path.is_file():
+            raise ConfigError(f"{run}: nothing to resume (no {rundir.LAST}); start the run without --resume")
+        state = rundir.load_torch(last_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        start_epoch, best_f1, best_epoch = state["epoch"] + 1, state["best_f1"], state["best_epoch"]
+        rundir.append_log(run, {"event": "resume", "epoch": start_epoch})
+        console.print(f"resuming {run} at epoch {start_epoch + 1}/{cfg.epochs} (best dev F1 {best_f1:.4f})")
+
+    with _progress(console) as progress:
+        epochs_task = progress.add_task("epochs", total=cfg.epochs, completed=start_epoch, info="")
+        for epoch in range(start_epoch, cfg.epochs):
+            started = time.perf_counter()
+            generator = torch.Generator().manual_seed(cfg.seed * _EPOCH_SEED_STRIDE + epoch)
+            order = torch.randperm(len(train), generator=generator).tolist()
+            loader = make_loader(train, collate, cfg.batch_size, cfg.num_workers, order)
+            batch_task = progress.add_task(f"epoch {epoch + 1}", total=len(loader), info="")
+            model.train()
+            total_loss, seen = 0.0, 0
+            for batch in loader:
+                batch = batch.to(device, non_blocking=True)
+                with _autocast(device, cfg.amp):
+                    loss = model(batch)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"epoch {epoch + 1}: the loss became {loss.item()}; lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                total_loss += loss.item() * len(batch)
+                seen += len(batch)
+                progress.update(batch_task, advance=1, info=f"loss {total_loss / seen:.4f}")
+            progress.remove_task(batch_task)
+
+            dev_scores, _ = evaluate(model, dev, collate, vocab, cfg, device)
+            dev_f1 = dev_scores[PRIMARY]["f1"]
+            improved = dev_f1 > best_f1
+            if improved:
+                best_f1, best_epoch = dev_f1, epoch
+                rundir.save_torch(
+                    run / rundir.BEST, {"model": model.state_dict(), "epoch": epoch, "dev_f1": dev_f1}
+                )
+            rundir.save_torch(
+                last_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                    "epoch": epoch,
+                    "best_f1": best_f1,
+                    "best_epoch": best_epoch,
+                },
+            )
+            elapsed = time.perf_counter() - started
+            record = {
+                "event": "epoch",
+                "epoch": epoch + 1,
+                "train_loss": total_loss / max(1, seen),
+                "dev": {k: dev_scores[PRIMARY][k] for k in ("precision", "recall", "f1")},
+                "best": improved,
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": round(elapsed, 2),
+            }
+            rundir.append_log(run, record)
+            progress.update(epochs_task, advance=1, info=f"dev F1 {dev_f1:.4f} (best {best_f1:.4f})")
+            console.print(
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  dev F1 {dev_f1:.4f}"
+                f"{'  *' if improved else ''}  ({elapsed:.1f}s)"
+            )
+            if stop_after_epoch is not None and stop_after_epoch(epoch):
+                return {"completed": False, "best_epoch": best_epoch + 1, "best_dev_f1": best_f1}
+    return {"completed": True, "best_epoch": best_epoch + 1, "best_dev_f1": best_f1}
