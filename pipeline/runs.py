@@ -54,10 +54,11 @@ def apply_overrides(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: list[
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected key=value")
-        for cfg in (model_cfg, train_cfg):
+        for which, cfg in enumerate((model_cfg, train_cfg)):
             found = {f.name: f for f in dataclasses.fields(cfg)}
             if key in found:
-                setattr(cfg, key, _parse_value(found[key].type, raw.strip(), key))
+                changed = dataclasses.replace(cfg, **{key: _parse_value(found[key].type, raw.strip(), key)})
+                model_cfg, train_cfg = (changed, train_cfg) if which == 0 else (model_cfg, changed)
                 break
         else:
             names = sorted(f.name for c in (model_cfg, train_cfg) for f in dataclasses.fields(c))
@@ -115,9 +116,10 @@ def open_run(path: Path, device: torch.device) -> OpenRun:
             raise ConfigError(f"{path}: not a finished umt run directory (no {name})")
     config = rundir.read_json(path / rundir.CONFIG)
     vocab = LabelVocab.from_json(rundir.read_json(path / rundir.LABELS))
-    model_cfg = ModelConfig.from_dict(config["model_config"])
-    model_cfg.encoder = str(path / rundir.ENCODER)
-    model_cfg.pretrained_encoder = False  # every weight comes from the checkpoint
+    # every weight comes from the checkpoint; the encoder folder holds its config and tokenizer
+    model_cfg = dataclasses.replace(
+        ModelConfig.from_dict(config["model_config"]), encoder=str(path / rundir.ENCODER), pretrained_encoder=False
+    )
     train_cfg = TrainConfig(**config["train"])
     multimodal = model_spec(config["model"]).multimodal
     model = build_model(config["model"], model_cfg, vocab)

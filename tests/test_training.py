@@ -1,0 +1,156 @@
+"""Trainer, run directory and evaluation: end to end on a tiny generated dataset, offline."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import rundir
+from pipeline.batch import Batch
+from pipeline.data.align import Aligner
+from pipeline.data.dataset import Collator, MnerDataset
+from pipeline.data.tokenizer import load_tokenizer
+from pipeline.data.types import Post
+from pipeline.errors import ConfigError
+from pipeline.labels import LabelVocab
+from pipeline.metrics import score
+from pipeline.models.config import ModelConfig
+from pipeline.predict import predict_posts
+from pipeline.runs import apply_overrides
+from pipeline.train_config import TrainConfig
+from stages.evaluate import evaluate_run
+from stages.train import TrainRequest, train
+
+PEOPLE = ["Anna", "Brian", "Chloe", "Dmitri", "Elena", "Farid"]
+PLACES = ["Paris", "Lagos", "Osaka", "Quito", "Oslo", "Perth"]
+FILLER = ["great", "day", "with", "today", "so", "happy", "the", "we", "love", "new"]
+
+
+def _post(rng: random.Random) -> tuple[list[str], list[str]]:
+    person, place = rng.choice(PEOPLE), rng.choice(PLACES)
+    words = [rng.choice(FILLER) for _ in range(rng.randint(1, 3))]
+    tokens = [*words, person, "visits", place, "!"]
+    labels = ["O"] * len(words) + ["B-PER", "O", "B-LOC", "O"]
+    return tokens, labels
+
+
+def write_tiny_dataset(root: Path, name: str = "tiny", sizes=(48, 12, 12), seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    folder = root / name
+    folder.mkdir(parents=True)
+    for split, n in zip(("train", "valid", "test"), sizes, strict=True):
+        lines = []
+        for i in range(n):
+            tokens, labels = _post(rng)
+            lines.append(f"IMGID:{split}{i}")
+            lines.extend(f"{t}\t{lab}" for t, lab in zip(tokens, labels, strict=True))
+            lines.append("")
+        (folder / f"{split}.txt").write_text("\n".join(lines), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+def _request(root: Path, encoder: Path, out: Path, model: str = "bert-crf", epochs: int = 3, **kw) -> TrainRequest:
+    return TrainRequest(
+        dataset="tiny",
+        model=model,
+        data_root=root,
+        model_cfg=ModelConfig(encoder=str(encoder), heads=4),
+        train_cfg=TrainConfig(epochs=epochs, batch_size=8, lr=2e-3, warmup=0.0, seed=3),
+        out=out,
+        **kw,
+    )
+
+
+def test_metrics_default_and_strict_schemes():
+    gold = [["B-PER", "I-PER", "O", "I-LOC"]]
+    pred = [["B-PER", "I-PER", "O", "B-LOC"]]
+    scores = score(gold, pred)
+    assert scores["default"]["f1"] == 1.0  # I-LOC after O opens an entity, as conlleval reads it
+    assert scores["default"]["support"] == 2
+    assert scores["strict_iob2"]["support"] == 1  # strict IOB2 ignores the orphan I-
+    assert scores["strict_iob2"]["precision"] == 0.5
+    assert scores["default"]["per_type"]["LOC"]["f1"] == 1.0
+    with pytest.raises(ValueError):
+        score([["O", "O"]], [["O"]])
+
+
+def test_overrides_are_typed_and_checked():
+    model_cfg, train_cfg = apply_overrides(
+        ModelConfig(), TrainConfig(), ["esd_weight=0.3", "epochs=2", "conversion_trainable=false"]
+    )
+    assert model_cfg.esd_weight == 0.3 and train_cfg.epochs == 2 and model_cfg.conversion_trainable is False
+    with pytest.raises(ConfigError, match="unknown setting"):
+        apply_overrides(ModelConfig(), TrainConfig(), ["no_such_thing=1"])
+    with pytest.raises(ConfigError, match="expected a int|expected true or false"):
+        apply_overrides(ModelConfig(), TrainConfig(), ["epochs=many"])
+
+
+class _PositionTagger(torch.nn.Module):
+    """Decodes word j of a post as label (j mod K): a merge bug shows up as a wrong label."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def decode(self, batch: Batch) -> list[list[int]]:
+        counts = batch.word_mask.sum(1).tolist()
+        return [[(ref.offset + i) % self.k for i in range(n)] for ref, n in zip(batch.refs, counts, strict=True)]
+
+
+def test_long_posts_get_one_prediction_per_word(tiny_encoder_dir):
+    tokenizer = load_tokenizer(str(tiny_encoder_dir))
+    vocab = LabelVocab.from_types(["PER", "LOC"])
+    rng = random.Random(1)
+    posts = [Post([rng.choice(FILLER + PEOPLE) for _ in range(n)], None, None) for n in (3, 40, 95, 7)]
+    posts[1].tokens[5] = "\u200b"  # a word with no sub-word pieces still gets a tag
+    aligner = Aligner(tokenizer, max_length=24, stride=6)
+    dataset = MnerDataset(posts, aligner, vocab)
+    assert len(dataset) > len(posts)  # the long posts really were split into windows
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=Collator(tokenizer.pad_token_id, False))
+    tags = predict_posts(_PositionTagger(len(vocab)), loader, len(posts), [len(p) for p in posts], vocab, "cpu")
+    for post, row in zip(posts, tags, strict=True):
+        assert row == [vocab.labels[j % len(vocab)] for j in range(len(post.tokens))]
+
+
+def test_train_writes_a_run_that_reloads_to_the_same_scores(tiny_root, tiny_encoder_dir, tmp_path):
+    run = tmp_path / "run"
+    (metrics,) = train(_request(tiny_root, tiny_encoder_dir, run, epochs=4))
+    for name in ("config.json", "labels.json", "best.pt", "metrics.json", "log.jsonl", "env.json"):
+        assert (run / name).is_file(), name
+    assert (run / "encoder" / "config.json").is_file()
+    assert not (run / "last.pt").exists()  # removed once the run is finished
+    assert metrics["test"]["default"]["f1"] > 0.5  # the tiny task is learnable in a few epochs
+    conll = (run / "predictions_test.conll").read_text().strip().split("\n\n")
+    assert len(conll) == 12
+    again = evaluate_run(run, split="test")
+    assert again["default"] == metrics["test"]["default"]
+    assert again["strict_iob2"] == metrics["test"]["strict_iob2"]
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(_request(tiny_root, tiny_encoder_dir, run))
+
+
+def test_resume_equals_uninterrupted(tiny_root, tiny_encoder_dir, tmp_path):
+    full = train(_request(tiny_root, tiny_encoder_dir, tmp_path / "full", model="umt", no_images=True))[0]
+    partial = tmp_path / "partial"
+    assert train(
+        _request(tiny_root, tiny_encoder_dir, partial, model="umt", no_images=True), stop_after_epoch=lambda e: e == 0
+    ) == []
+    assert (partial / "last.pt").is_file() and not (partial / "metrics.json").exists()
+    resumed = train(_request(tiny_root, tiny_encoder_dir, partial, model="umt", no_images=True, resume=True))[0]
+    assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
+    a = rundir.load_torch(tmp_path / "full" / "best.pt")["model"]
+    b = rundir.load_torch(partial / "best.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_multimodal_model_without_a_cache_points_to_extract_images(tiny_root, tiny_encoder_dir, tmp_path):
+    with pytest.raises(ConfigError, match="extract-images"):
+        train(_request(tiny_root, tiny_encoder_dir, tmp_path / "mm", model="mt", epochs=1))
