@@ -41,6 +41,9 @@ from pipeline.train_config import TrainConfig
 
 #: Seeds the per-epoch shuffling generator together with the run seed.
 _EPOCH_SEED_STRIDE = 1_000_003
+#: Parameters kept out of weight decay besides biases: LayerNorm gains, and the conversion
+#: matrix W^c, whose label-correspondence prior decay would pull toward zero.
+_NO_DECAY = ("norm", "conversion")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,7 +104,8 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+        exempt = param.ndim < 2 or any(key in name.lower() for key in _NO_DECAY)
+        (no_decay if exempt else decay).append(param)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,

@@ -100,7 +100,7 @@ def train(req: TrainRequest, console: Console | None = None, stop_after_epoch=No
                     "model": req.model,
                     "dataset": req.dataset,
                     "data_root": str(Path(req.data_root).resolve()),
-                    "model_config": req.model_cfg.to_dict(),
+                    "model_config": getattr(model, "config", req.model_cfg).to_dict(),
                     "train": train_cfg.to_dict(),
                     "features": features_info,
                     "no_images": bool(spec.multimodal and req.no_images),

@@ -1,0 +1,101 @@
+"""The model configuration: every architectural choice of the zoo in one flat, typed record.
+
+Flat on purpose: the trainer applies ``--set key=value`` onto it and a run directory stores it
+as JSON, so every field is a bool, int, float or str. The defaults are the paper's UMT
+(section 3.1: bert-base-cased, m = 12 heads, dropout 0.1, lambda 0.5). A registered model name
+fixes the switches that define it (``bert-crf`` fixes ``esd=False``, ``umt-no-visual-gate`` fixes
+``visual_gate=False``); the others stay free for ``--set``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+MAX_SUGGESTED_HEADS = 32  # head counts listed when heads does not divide d
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one model of the zoo.
+
+    encoder: Hugging Face model name or local model folder (fine-tuned).
+    pretrained_encoder: load the encoder's pretrained weights; False builds it from its config
+        with random weights (reloading a run directory whose checkpoint carries every weight,
+        or tiny test models).
+    heads: attention heads m of every layer added on top of the encoder; must divide d.
+    dropout: dropout of the added layers and before every emission layer.
+    esd_weight: lambda, the weight of the ESD loss (section 2.5).
+    conversion_trainable: whether W^c keeps learning after its initialisation. True by default:
+        the paper says W^c is *initialised* from the label correspondence (section 2.4), which
+        reads as a learned parameter with an informed start; learning can also discover soft
+        correspondences the prior leaves at 0 (an ESD ``B`` that is really an ``I-ORG`` after a
+        tokenisation quirk). The authors' released code passes W^c as a fixed input tensor, so
+        ``conversion_trainable=False`` reproduces that code.
+    visual_dim, grid: shape of one image's feature grid (ResNet-152: 2048 x 7*7 blocks).
+    esd: the auxiliary entity span detection branch (section 2.4; False gives MT, section 2.3).
+    conversion: add the ESD emissions to the MNER emissions through W^c (eq. 7); False keeps ESD
+        as an auxiliary loss only.
+    image_aware: the image-aware word representations A (False: A is replaced by R).
+    visual_gate: the visual gate of eq. 3 (False: B = Q).
+    crf: a CRF over the MNER emissions (False: a per-word softmax).
+    """
+
+    encoder: str = "bert-base-cased"
+    pretrained_encoder: bool = True
+    heads: int = 12
+    dropout: float = 0.1
+    esd_weight: float = 0.5
+    conversion_trainable: bool = True
+    visual_dim: int = 2048
+    grid: int = 49
+    esd: bool = True
+    conversion: bool = True
+    image_aware: bool = True
+    visual_gate: bool = True
+    crf: bool = True
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = {"bool": bool, "int": int, "float": float, "str": str}[f.type]
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(f"model config: {f.name} must be a {f.type}, got {value!r}")
+        if self.heads < 1:
+            raise ConfigError(f"model config: heads must be at least 1, got {self.heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model config: dropout must be in [0, 1), got {self.dropout}")
+        if self.esd_weight < 0.0:
+            raise ConfigError(f"model config: esd_weight must be >= 0, got {self.esd_weight}")
+        if self.visual_dim < 1 or self.grid < 1:
+            raise ConfigError(
+                f"model config: visual_dim and grid must be >= 1, got {self.visual_dim} and {self.grid}"
+            )
+        if not self.encoder:
+            raise ConfigError("model config: encoder must name a Hugging Face model or a local folder")
+
+    def check_hidden_size(self, hidden_size: int) -> None:
+        """The added layers split d into ``heads`` equal parts (d/m in eq. 1)."""
+        if hidden_size % self.heads:
+            divisors = [m for m in range(1, MAX_SUGGESTED_HEADS + 1) if hidden_size % m == 0]
+            nearest = min(divisors, key=lambda m: abs(m - self.heads))
+            raise ConfigError(
+                f"heads={self.heads} must divide the encoder's hidden size {hidden_size} ({self.encoder}); "
+                f"use e.g. --set heads={nearest} (divisors up to {MAX_SUGGESTED_HEADS}: {divisors})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild from ``to_dict`` output; keys it lacks take their defaults, unknown keys fail."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"model config: unknown keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,74 @@
+"""The zoo: what each registered name builds (paper section 3.2 and the ablations of Table 3).
+
+Two builders, text-only and multimodal; each name is one of them plus the switches it fixes.
+Switches a name does not fix stay free (``--model umt --set visual_gate=false`` is the same
+model as ``umt-no-visual-gate``). Text-only models never read the fusion switches.
+"""
+
+from __future__ import annotations
+
+from pipeline.labels import LabelVocab
+from pipeline.models.config import ModelConfig
+from pipeline.models.registry import register
+from pipeline.models.tagger import Tagger
+from pipeline.modules.encoders import TextEncoder
+from pipeline.modules.mmi import MultimodalInteraction
+
+
+def _encoder(config: ModelConfig) -> TextEncoder:
+    return TextEncoder.load(config.encoder, pretrained=config.pretrained_encoder)
+
+
+def text_tagger(config: ModelConfig, vocab: LabelVocab) -> Tagger:
+    """Encoder + emission layer + CRF or softmax."""
+    return Tagger(config, vocab, _encoder(config), fusion=None)
+
+
+def multimodal_tagger(config: ModelConfig, vocab: LabelVocab) -> Tagger:
+    """Encoder + MMI fusion (section 2.3) + CRF, with the ESD branch and W^c when switched on."""
+    encoder = _encoder(config)
+    config.check_hidden_size(encoder.hidden_size)  # the added layers split d into `heads` parts
+    fusion = MultimodalInteraction(
+        encoder.hidden_size,
+        config.heads,
+        config.dropout,
+        visual_dim=config.visual_dim,
+        grid=config.grid,
+        image_aware=config.image_aware,
+        visual_gate=config.visual_gate,
+    )
+    return Tagger(config, vocab, encoder, fusion)
+
+
+register(
+    "bert-softmax", multimodal=False, fixes={"esd": False, "crf": False},
+    help="BERT: encoder + per-word softmax (text only)",
+)(text_tagger)
+register(
+    "bert-crf", multimodal=False, fixes={"esd": False, "crf": True},
+    help="BERT-CRF: encoder + CRF (text only)",
+)(text_tagger)
+register(
+    "mt", multimodal=True, fixes={"esd": False},
+    help="MT-BERT-CRF (section 2.3): encoder + multimodal interaction (MMI) + CRF",
+)(multimodal_tagger)
+register(
+    "umt", multimodal=True, fixes={"esd": True},
+    help="UMT-BERT-CRF (section 2.4): MT + text-only span detection guiding it through W^c",
+)(multimodal_tagger)
+register(
+    "umt-no-esd", multimodal=True, fixes={"esd": False},
+    help="UMT without the ESD module (Table 3): the same model as mt",
+)(multimodal_tagger)
+register(
+    "umt-no-conversion", multimodal=True, fixes={"esd": True, "conversion": False},
+    help="UMT with ESD as an auxiliary loss only: its span scores do not enter the emissions",
+)(multimodal_tagger)
+register(
+    "umt-no-image-aware-wr", multimodal=True, fixes={"esd": True, "image_aware": False},
+    help="UMT without image-aware word representations: A is replaced by R",
+)(multimodal_tagger)
+register(
+    "umt-no-visual-gate", multimodal=True, fixes={"esd": True, "visual_gate": False},
+    help="UMT without the visual gate: B = Q",
+)(multimodal_tagger)

@@ -1,0 +1,33 @@
+"""The fusion interface: how a text-image fusion plugs into a tagger.
+
+A fusion turns the text states of a window (word pieces from BERT, or words from a BiLSTM) and
+the post's visual grid into fused per-position states. MMI (section 2.3) is one; the GVATT and
+AdaCAN fusions of the paper's baselines implement the same interface, so a tagger, the
+registry and the trainer take any of them unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Fusion(nn.Module):
+    """Interface: ``forward(text, text_mask, image, image_mask) -> fused`` and ``out_dim``.
+
+    text: (B, L, d) text states; text_mask: (B, L) bool, True on real positions;
+    image: (B, grid, visual_dim) raw visual features, or None when the batch has no images;
+    image_mask: (B,) bool, True where the post has a usable image (others must still work).
+    Returns (B, L, out_dim) states, one per text position.
+    """
+
+    out_dim: int
+
+    def forward(
+        self,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        image: torch.Tensor | None,
+        image_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        raise NotImplementedError
