@@ -11,6 +11,7 @@ Layout (all JSON is UTF-8, one object per file unless noted)::
     predictions_test.conll   word<TAB>gold<TAB>predicted, blank line between posts, "# image: <id>" headers
     log.jsonl                one JSON object per event (start, epoch, end), appended as training goes
     env.json                 package versions, device, command line
+    visual_stats.pt          channel mean/std of the training grids (only with standardize_visual)
 
 Every file is written atomically (temp file + rename), so a crash never leaves a torn file.
 """
@@ -39,6 +40,7 @@ LAST = "last.pt"
 METRICS = "metrics.json"
 LOG = "log.jsonl"
 ENV = "env.json"
+VISUAL_STATS = "visual_stats.pt"
 _PACKAGES = ("torch", "torchvision", "transformers", "tokenizers", "h5py", "pytorch-crf", "seqeval", "umt")
 
 

@@ -44,6 +44,8 @@ _EPOCH_SEED_STRIDE = 1_000_003
 #: Parameters kept out of weight decay besides biases: LayerNorm gains, and the conversion
 #: matrix W^c, whose label-correspondence prior decay would pull toward zero.
 _NO_DECAY = ("norm", "conversion")
+#: Without a terminal (batch jobs, nohup) the live bars are invisible: print a line this often.
+_PLAIN_PROGRESS_SECONDS = 30.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,9 +94,7 @@ def evaluate(
     """Scores (both schemes) and the predicted tags of every post of ``dataset``."""
     loader = make_loader(dataset, collate, cfg.eval_batch_size, cfg.num_workers)
     with _autocast(device, cfg.amp):
-        preds = predict_posts(
-            model, loader, len(dataset.posts), [len(p) for p in dataset.posts], vocab, device
-        )
+        preds = predict_posts(model, loader, len(dataset.posts), [len(p) for p in dataset.posts], vocab, device)
     gold = [p.labels for p in dataset.posts]
     return score(gold, preds), preds
 
@@ -181,8 +181,8 @@ def fit(
             loader = make_loader(train, collate, cfg.batch_size, cfg.num_workers, order)
             batch_task = progress.add_task(f"epoch {epoch + 1}", total=len(loader), info="")
             model.train()
-            total_loss, seen = 0.0, 0
-            for batch in loader:
+            total_loss, seen, last_line = 0.0, 0, started
+            for step, batch in enumerate(loader, start=1):
                 batch = batch.to(device, non_blocking=True)
                 with _autocast(device, cfg.amp):
                     loss = model(batch)
@@ -196,6 +196,13 @@ def fit(
                 total_loss += loss.item() * len(batch)
                 seen += len(batch)
                 progress.update(batch_task, advance=1, info=f"loss {total_loss / seen:.4f}")
+                if not console.is_terminal and time.perf_counter() - last_line >= _PLAIN_PROGRESS_SECONDS:
+                    last_line = time.perf_counter()
+                    rate = step / (last_line - started)
+                    console.print(
+                        f"  epoch {epoch + 1} batch {step}/{len(loader)}  loss {total_loss / seen:.4f}  "
+                        f"{rate:.2f} batches/s"
+                    )
             progress.remove_task(batch_task)
 
             dev_scores, _ = evaluate(model, dev, collate, vocab, cfg, device)
@@ -203,9 +210,7 @@ def fit(
             improved = dev_f1 > best_f1
             if improved:
                 best_f1, best_epoch = dev_f1, epoch
-                rundir.save_torch(
-                    run / rundir.BEST, {"model": model.state_dict(), "epoch": epoch, "dev_f1": dev_f1}
-                )
+                rundir.save_torch(run / rundir.BEST, {"model": model.state_dict(), "epoch": epoch, "dev_f1": dev_f1})
             rundir.save_torch(
                 last_path,
                 {

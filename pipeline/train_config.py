@@ -17,7 +17,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     max_length: int = 128  # paper: maximum sub-word sequence length
-    stride: int = 32  # context words shared by neighbouring windows of an over-long post
+    stride: int = 32  # sub-word pieces of context shared by neighbouring windows of an over-long post
+    standardize_visual: bool = False  # per-channel standardisation of the grids (pipeline.data.visual_stats)
     seed: int = 1
     device: str = "auto"
     num_workers: int = 0  # DataLoader workers reading the feature cache

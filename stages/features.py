@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cache import FeatureCache, default_cache_path
+from pipeline.data.visual_stats import StandardizedFeatures, VisualStats
 from pipeline.errors import ConfigError
+from pipeline.rundir import VISUAL_STATS
 
 #: What stage-two models are built for: the paper's ResNet-152 7x7x2048 grid.
 EXPECTED_MANIFEST = {"backbone": "resnet152"}
@@ -26,7 +28,7 @@ def open_features(path: Path | None, data_root: Path, dataset: str) -> tuple[Fea
     return cache, {"path": str(target.resolve()), "manifest": pinned}
 
 
-def open_run_features(opened, override: Path | None) -> FeatureCache | None:
+def open_run_features(opened, override: Path | None) -> FeatureCache | StandardizedFeatures | None:
     """The cache a reopened run reads: its own, or ``override`` if it matches the run's settings."""
     if opened.config.get("no_images"):
         return None
@@ -34,4 +36,6 @@ def open_run_features(opened, override: Path | None) -> FeatureCache | None:
     target = Path(override) if override is not None else Path(info["path"])
     if not target.is_file():
         raise ConfigError(f"the run's image-feature cache {target} is gone; pass --features FILE")
-    return FeatureCache(target, expect=info["manifest"])
+    cache = FeatureCache(target, expect=info["manifest"])
+    stats_path = opened.path / VISUAL_STATS
+    return StandardizedFeatures(cache, VisualStats.load(stats_path)) if stats_path.is_file() else cache

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from pipeline import rundir
 from pipeline.data.datasets import load_dataset
+from pipeline.data.visual_stats import StandardizedFeatures, compute_stats
 from pipeline.errors import ConfigError
 from pipeline.labels import LabelVocab
 from pipeline.metrics import PRIMARY
@@ -73,6 +74,12 @@ def train(req: TrainRequest, console: Console | None = None, stop_after_epoch=No
         features, features_info = open_features(req.features, req.data_root, req.dataset)
     elif req.features is not None and not spec.multimodal:
         console.print(f"[yellow]note:[/] {req.model} is text-only; --features is ignored")
+    stats = None
+    if features is not None and req.train_cfg.standardize_visual:
+        stats = compute_stats(features, (p.image for p in splits["train"] if p.image is not None))
+        if stats is None:
+            raise ConfigError(f"--set standardize_visual=true: no training image of {req.dataset} has features")
+        features = StandardizedFeatures(features, stats)
     text = TextSide.build(req.model_cfg.encoder, req.train_cfg, with_images=features is not None)
     data = {s: text.dataset(posts, vocab, features, f"{req.dataset}/{s}") for s, posts in splits.items()}
     device = resolve_device(req.train_cfg.device)
@@ -107,6 +114,8 @@ def train(req: TrainRequest, console: Console | None = None, stop_after_epoch=No
                 },
             )
             rundir.write_json(run / rundir.LABELS, vocab.to_json())
+            if stats is not None:
+                stats.save(run / rundir.VISUAL_STATS)
             save_encoder_files(req.model_cfg.encoder, text.tokenizer, run)
             rundir.write_json(run / rundir.ENV, rundir.environment(device))
             rundir.append_log(run, {"event": "start", "seed": seed})

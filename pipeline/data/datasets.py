@@ -1,0 +1,76 @@
+"""Where datasets live and how a split is found.
+
+Layout under a data root (default ``./data``, or ``$UMT_DATA_ROOT``)::
+
+    <root>/<name>/train.txt, valid.txt, test.txt     Twitter format (or .jsonl: JSON lines)
+    <root>/<name>_images/<image id>.jpg               the posts' images
+
+The reader is chosen by the file's extension: ``.jsonl``/``.json`` are JSON lines, anything
+else is the Twitter format.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.data.jsonl import read_jsonl
+from pipeline.data.twitter import read_twitter
+from pipeline.data.types import Post
+from pipeline.errors import UmtError
+
+SPLITS = ("train", "valid", "test")
+DATA_ROOT_ENV = "UMT_DATA_ROOT"
+DEFAULT_DATA_ROOT = "data"
+IMAGES_SUFFIX = "_images"
+JSONL_SUFFIXES = (".jsonl", ".json")
+#: Split file names tried in this order.
+SPLIT_SUFFIXES = (".txt", ".jsonl")
+
+
+def default_data_root() -> Path:
+    """``$UMT_DATA_ROOT`` when set, else ``./data``."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
+
+
+def dataset_dir(root: Path, name: str) -> Path:
+    return Path(root) / name
+
+
+def images_dir(root: Path, name: str) -> Path:
+    return Path(root) / f"{name}{IMAGES_SUFFIX}"
+
+
+def read_posts(path: Path) -> list[Post]:
+    """The posts of one file, read by the format its extension names."""
+    path = Path(path)
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return read_jsonl(path)
+    return read_twitter(path)
+
+
+def split_path(root: Path, name: str, split: str) -> Path:
+    """The file holding ``split`` of dataset ``name``; UmtError naming what was looked for."""
+    folder = dataset_dir(root, name)
+    if not folder.is_dir():
+        raise UmtError(
+            f"dataset folder {folder} does not exist (data root {root}; "
+            f"pass --data-root or set {DATA_ROOT_ENV})"
+        )
+    candidates = [folder / f"{split}{suffix}" for suffix in SPLIT_SUFFIXES]
+    found = [path for path in candidates if path.is_file()]
+    if not found:
+        looked = ", ".join(str(path) for path in candidates)
+        raise UmtError(f"no {split} split for dataset {name!r}: looked for {looked}")
+    if len(found) > 1:
+        raise UmtError(f"ambiguous {split} split for dataset {name!r}: both {found[0]} and {found[1]} exist")
+    return found[0]
+
+
+def load_split(root: Path, name: str, split: str) -> list[Post]:
+    return read_posts(split_path(root, name, split))
+
+
+def load_dataset(root: Path, name: str) -> dict[str, list[Post]]:
+    """Every split of :data:`SPLITS`, each required."""
+    return {split: load_split(root, name, split) for split in SPLITS}

@@ -1,0 +1,70 @@
+"""Reader for users' own posts as JSON lines, one post per line::
+
+    {"tokens": ["Great", "to", "see", "Jordan"], "labels": ["O", "O", "O", "B-PER"], "image": "42"}
+
+``tokens`` is required (a non-empty list of non-empty strings). ``labels`` is optional: leave
+it out (or null) for posts to be tagged; when present it has one BIO2 label per token.
+``image`` is optional: an image id resolved against the image folder, or a path; leave it out
+(or null) for a post without an image. Other keys (an id, the raw text) are ignored. Blank
+lines are skipped. Every problem is reported with the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.data.textfile import read_lines
+from pipeline.data.types import Post
+from pipeline.errors import DataFormatError
+from pipeline.labels import normalize_label
+
+TOKENS, LABELS, IMAGE = "tokens", "labels", "image"
+
+
+def _string_list(value: object, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"'{key}' must be a list of non-empty strings")
+    return value
+
+
+def _post(record: object, origin: str) -> Post:
+    """A Post from one decoded line; ValueError says what is wrong with it."""
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object with '{TOKENS}', found {type(record).__name__}")
+    if TOKENS not in record:
+        raise ValueError(f"missing '{TOKENS}'")
+    tokens = _string_list(record[TOKENS], TOKENS)
+    if not tokens:
+        raise ValueError(f"'{TOKENS}' is empty")
+    labels = record.get(LABELS)
+    if labels is not None:
+        labels = [normalize_label(label) for label in _string_list(labels, LABELS)]
+        if len(labels) != len(tokens):
+            raise ValueError(f"{len(tokens)} tokens but {len(labels)} labels")
+    image = record.get(IMAGE)
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        raise ValueError(f"'{IMAGE}' must be a non-empty string (an image id or path) or null")
+    return Post(tokens, labels, image, origin=origin)
+
+
+def read_jsonl(path: str | Path) -> list[Post]:
+    """All posts of a JSON-lines file, in file order, labels normalised (``OTHER`` -> ``MISC``)."""
+    path = Path(path)
+    posts: list[Post] = []
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(path, number, f"invalid JSON at column {e.colno}: {e.msg}") from None
+        except RecursionError:
+            raise DataFormatError(path, number, "invalid JSON: nested too deeply") from None
+        try:
+            posts.append(_post(record, f"{path}:{number}"))
+        except ValueError as e:
+            raise DataFormatError(path, number, str(e)) from None
+    if not posts:
+        raise DataFormatError(path, 1, "no posts: the file is empty")
+    return posts

@@ -1,0 +1,81 @@
+"""Optional per-channel standardisation of the cached visual grids.
+
+The paper feeds the raw ResNet-152 grid U to V = W_u U. That is the default here too. With
+``--set standardize_visual=true`` every one of the 2048 channels is shifted and scaled by its
+mean and standard deviation over the *training* images' blocks: an affine reparametrisation
+of W_u (the model can express the same functions), which only changes the optimisation's
+starting point. It matters when the features' scale is far from the encoder's, as with an
+untrained backbone (``--weights random``: values around 1e7), which the demo uses.
+
+The statistics are computed once per run from the training split, stored in the run
+directory (``visual_stats.pt``) and applied again when the run is reopened, so evaluation and
+prediction see exactly the features training saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+#: Added to the standard deviation so a channel that never fires divides by ~1, not 0.
+_EPS = 1e-6
+
+
+@dataclass
+class VisualStats:
+    mean: torch.Tensor  # (2048,)
+    std: torch.Tensor  # (2048,)
+    images: int
+
+    def save(self, path: Path) -> None:
+        from pipeline.rundir import save_torch
+
+        save_torch(path, {"mean": self.mean, "std": self.std, "images": self.images})
+
+    @classmethod
+    def load(cls, path: Path) -> VisualStats:
+        from pipeline.rundir import load_torch
+
+        state = load_torch(path)
+        return cls(state["mean"], state["std"], state["images"])
+
+
+def compute_stats(features, image_ids: Iterable[str]) -> VisualStats | None:
+    """Channel mean and std over every block of the distinct ``image_ids`` that have a grid."""
+    total = squares = None
+    images = 0
+    for image_id in sorted(set(image_ids)):
+        grid, present = features.get(image_id)  # (49, 2048) float32
+        if not present:
+            continue
+        grid = grid.double()
+        total = grid.sum(0) if total is None else total + grid.sum(0)  # (2048,)
+        squares = (grid * grid).sum(0) if squares is None else squares + (grid * grid).sum(0)  # (2048,)
+        images += 1
+    if images == 0:
+        return None
+    blocks = images * grid.shape[0]
+    mean = total / blocks  # (2048,)
+    var = (squares / blocks - mean * mean).clamp_min(0.0)  # (2048,)
+    return VisualStats(mean.float(), (var.sqrt() + _EPS).float(), images)
+
+
+class StandardizedFeatures:
+    """A feature cache whose present grids come out standardised; absent ones stay zeros."""
+
+    def __init__(self, features, stats: VisualStats):
+        self.features = features
+        self.stats = stats
+        self.manifest = features.manifest
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self.features
+
+    def get(self, image_id: str) -> tuple[torch.Tensor, bool]:
+        grid, present = self.features.get(image_id)  # (49, 2048)
+        if not present:
+            return grid, False
+        return (grid - self.stats.mean) / self.stats.std, True  # (49, 2048)
