@@ -47,22 +47,30 @@ def main() -> None:
         started = time.perf_counter()
         (metrics,) = train(
             TrainRequest(
-                dataset=args.dataset, model=name, data_root=args.data_root,
+                dataset=args.dataset,
+                model=name,
+                data_root=args.data_root,
                 model_cfg=ModelConfig(encoder=args.encoder, heads=args.heads),
                 train_cfg=TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed),
-                out=args.out / name, no_images=no_images, resume=True,
+                out=args.out / name,
+                no_images=no_images,
+                resume=True,
             ),
             console=console,
         )
         rows.append((name + (" (no images)" if no_images else ""), metrics, time.perf_counter() - started))
-    table = Table(title=f"{args.dataset}, encoder {args.encoder}, {args.epochs} epochs, lr {args.lr}", title_justify="left")
+    table = Table(
+        title=f"{args.dataset}, encoder {args.encoder}, {args.epochs} epochs, lr {args.lr}", title_justify="left"
+    )
     for column in ("model", "dev P", "dev R", "dev F1", "test P", "test R", "test F1", "best epoch", "wall s"):
         table.add_column(column, justify="right")
     for name, m, seconds in rows:
         dev, test = m["valid"][PRIMARY], m["test"][PRIMARY]
         table.add_row(
-            name, *(f"{100 * s[k]:.2f}" for s in (dev, test) for k in ("precision", "recall", "f1")),
-            str(m["best_epoch"]), f"{m.get('train_seconds', seconds):.0f}",
+            name,
+            *(f"{100 * s[k]:.2f}" for s in (dev, test) for k in ("precision", "recall", "f1")),
+            str(m["best_epoch"]),
+            f"{m.get('train_seconds', seconds):.0f}",
         )
     console.print(table)
 
