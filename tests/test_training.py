@@ -154,3 +154,15 @@ def test_resume_equals_uninterrupted(tiny_root, tiny_encoder_dir, tmp_path):
 def test_multimodal_model_without_a_cache_points_to_extract_images(tiny_root, tiny_encoder_dir, tmp_path):
     with pytest.raises(ConfigError, match="extract-images"):
         train(_request(tiny_root, tiny_encoder_dir, tmp_path / "mm", model="mt", epochs=1))
+
+
+def test_several_seeds_write_one_run_each_and_a_summary(tiny_root, tiny_encoder_dir, tmp_path):
+    request = _request(tiny_root, tiny_encoder_dir, tmp_path / "seeds", epochs=1)
+    request.seeds = [1, 2]
+    results = train(request)
+    assert [m["seed"] for m in results] == [1, 2]
+    summary = rundir.read_json(tmp_path / "seeds" / "summary.json")
+    f1s = [m["test"]["default"]["f1"] for m in results]
+    assert summary["test_f1"]["values"] == f1s
+    assert summary["test_f1"]["mean"] == pytest.approx(sum(f1s) / 2)
+    assert (tmp_path / "seeds" / "seed1" / "best.pt").is_file() and (tmp_path / "seeds" / "seed2" / "best.pt").is_file()
