@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-all demo lint clean
+.PHONY: install test demo lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -22,10 +22,6 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow"
-
-test-all: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
