@@ -7,8 +7,7 @@ from pathlib import Path
 from rich.console import Console
 
 from pipeline import rundir
-from pipeline.data.datasets import load_split, read_posts
-from pipeline.errors import ConfigError
+from pipeline.data.datasets import load_split, read_posts, require_labels
 from pipeline.runs import open_run
 from pipeline.train import evaluate, resolve_device
 from stages.features import open_run_features
@@ -34,9 +33,7 @@ def evaluate_run(
     else:
         root = data_root if data_root is not None else Path(config["data_root"])
         posts, name = load_split(root, config["dataset"], split), f"{config['dataset']}/{split}"
-    unlabelled = sum(p.labels is None for p in posts)
-    if unlabelled:
-        raise ConfigError(f"{name}: {unlabelled} post(s) carry no labels; `umt eval` needs labelled data")
+    require_labels(posts, "`umt eval`")
     cache = open_run_features(opened, features) if opened.multimodal else None
     dataset = opened.text.dataset(posts, opened.vocab, cache, name)
     scores, _ = evaluate(

@@ -43,11 +43,15 @@ def _ids_from_file(path: Path) -> list[str]:
 
 
 def _ids_from_folder(folder: Path) -> list[str]:
-    """File names of the folder's image files (by extension); a file's content is judged later."""
+    """File names of the folder's image files (by extension); a file's content is judged later.
+
+    A broken symbolic link is listed too: it names an image the user meant to have, and the run
+    reports it as missing instead of leaving it out unnoticed.
+    """
     return [
         p.name
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        if (p.is_file() or p.is_symlink()) and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     ]
 
 

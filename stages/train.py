@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import rundir
-from pipeline.data.datasets import load_dataset
+from pipeline.data.datasets import load_dataset, require_labels
 from pipeline.data.visual_stats import StandardizedFeatures, compute_stats
 from pipeline.errors import ConfigError
 from pipeline.labels import LabelVocab
@@ -68,6 +68,8 @@ def train(req: TrainRequest, console: Console | None = None, stop_after_epoch=No
     console = console or Console()
     spec = model_spec(req.model)
     splits = load_dataset(req.data_root, req.dataset)
+    for posts in splits.values():
+        require_labels(posts, "`umt train` (every split)")
     vocab = LabelVocab.from_sequences(p.labels for posts in splits.values() for p in posts if p.labels)
     features, features_info = None, None
     if spec.multimodal and not req.no_images:

@@ -314,3 +314,16 @@ def test_cli_cache_info(extraction, capsys, monkeypatch):
     assert exited.value.code in (0, None)
     shown = capsys.readouterr().out
     assert "resnet152" in shown and "unreadable" in shown and "truncated.jpg" in shown
+
+
+def test_folder_mode_lists_image_files_and_broken_links(tmp_path: Path):
+    from stages.extract_source import resolve_source
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.jpg", "b.PNG", "c.tiff", "notes.txt", ".hidden.jpg"):
+        (images / name).write_bytes(b"x")
+    (images / "folder.jpg").mkdir()
+    (images / "gone.jpg").symlink_to(images / "deleted.jpg")
+    source = resolve_source(ExtractConfig(images=images, out=tmp_path / "f.h5"))
+    assert source.ids == ["a.jpg", "b.PNG", "c.tiff", "gone.jpg"]

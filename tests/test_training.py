@@ -14,7 +14,7 @@ from pipeline.data.align import Aligner
 from pipeline.data.dataset import Collator, MnerDataset
 from pipeline.data.tokenizer import load_tokenizer
 from pipeline.data.types import Post
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, UmtError
 from pipeline.labels import LabelVocab
 from pipeline.metrics import score
 from pipeline.models.config import ModelConfig
@@ -166,3 +166,16 @@ def test_several_seeds_write_one_run_each_and_a_summary(tiny_root, tiny_encoder_
     assert summary["test_f1"]["values"] == f1s
     assert summary["test_f1"]["mean"] == pytest.approx(sum(f1s) / 2)
     assert (tmp_path / "seeds" / "seed1" / "best.pt").is_file() and (tmp_path / "seeds" / "seed2" / "best.pt").is_file()
+
+
+def test_training_data_without_labels_is_refused_at_its_line(tiny_encoder_dir, tmp_path):
+    folder = tmp_path / "data" / "mixed"
+    folder.mkdir(parents=True)
+    labelled = '{"tokens": ["Anna", "visits", "Paris"], "labels": ["B-PER", "O", "B-LOC"]}\n'
+    (folder / "train.jsonl").write_text(labelled + '{"tokens": ["so", "happy"]}\n' + labelled)
+    (folder / "valid.jsonl").write_text(labelled)
+    (folder / "test.jsonl").write_text(labelled)
+    request = _request(tmp_path / "data", tiny_encoder_dir, tmp_path / "run", epochs=1)
+    request.dataset = "mixed"
+    with pytest.raises(UmtError, match=r"train\.jsonl:2: post has no labels"):
+        train(request)

@@ -74,3 +74,13 @@ def load_split(root: Path, name: str, split: str) -> list[Post]:
 def load_dataset(root: Path, name: str) -> dict[str, list[Post]]:
     """Every split of :data:`SPLITS`, each required."""
     return {split: load_split(root, name, split) for split in SPLITS}
+
+
+def require_labels(posts: list[Post], purpose: str) -> None:
+    """UmtError at the first post without labels (its ``file:line``), saying what needed them."""
+    unlabelled = [post for post in posts if post.labels is None]
+    if unlabelled:
+        raise UmtError(
+            f"{unlabelled[0].origin}: post has no labels; {purpose} needs labelled data "
+            f"({len(unlabelled)} unlabelled post(s) in this file)"
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 #: Tried in this order after the id itself; Twitter ids carry no extension and the files are .jpg.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def resolve_image(images_dir: Path | None, image: str) -> Path | None:
