@@ -70,7 +70,7 @@ def train(req: TrainRequest, console: Console | None = None, stop_after_epoch=No
     splits = load_dataset(req.data_root, req.dataset)
     for posts in splits.values():
         require_labels(posts, "`umt train` (every split)")
-    vocab = LabelVocab.from_sequences(p.labels for posts in splits.values() for p in posts if p.labels)
+    vocab = LabelVocab.from_sequences(p.labels for posts in splits.values() for p in posts)
     features, features_info = None, None
     if spec.multimodal and not req.no_images:
         features, features_info = open_features(req.features, req.data_root, req.dataset)

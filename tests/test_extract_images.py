@@ -25,6 +25,7 @@ from pipeline.data.types import Post
 from pipeline.errors import CacheError, ConfigError, UmtError
 from stages.extract_config import ExtractConfig, Shard
 from stages.extract_images import run
+from stages.extract_source import resolve_source
 from stages.image_decode import MAX_PIXELS, decode, to_rgb
 
 RNG = np.random.default_rng(7)
@@ -317,8 +318,6 @@ def test_cli_cache_info(extraction, capsys, monkeypatch):
 
 
 def test_folder_mode_lists_image_files_and_broken_links(tmp_path: Path):
-    from stages.extract_source import resolve_source
-
     images = tmp_path / "images"
     images.mkdir()
     for name in ("a.jpg", "b.PNG", "c.tiff", "notes.txt", ".hidden.jpg"):
