@@ -1,7 +1,13 @@
-"""The ``umt`` command line. Parses flags into configs and calls ``stages.*``; no logic here."""
+"""The ``umt`` command line: flags -> a typed request (``umt.stages.requests``) -> ``stages.<command>.run``.
+
+No logic lives here beyond parsing: ``--set key=value`` and ``--seeds`` are parsed into the typed
+configs, which check themselves, so bad arguments are reported before any model loads. User
+errors print as one red line and exit with status 2; Ctrl-C exits with 130.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -9,10 +15,14 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # umt draws its own progress bars
 
+import click  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from pipeline.errors import UmtError  # noqa: E402
+from umt.pipeline.errors import USER_ERRORS, ConfigError  # noqa: E402
+from umt.pipeline.models.config import ModelConfig  # noqa: E402
+from umt.pipeline.train_config import TrainConfig  # noqa: E402
+from umt.stages import requests  # noqa: E402
 
 app = typer.Typer(
     help="umt: multimodal named entity recognition (UMT, Yu et al. 2020) from tweets + images "
@@ -21,81 +31,152 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and import datasets.", no_args_is_help=True)
 cache_app = typer.Typer(help="Inspect and merge image-feature caches.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(cache_app, name="cache")
 err = Console(stderr=True)
 
+# Defaults shown in --help are read from the typed configs so they cannot drift from the code.
+_X = requests.ExtractRequest()
+_T = TrainConfig()
+_D = requests.DemoRequest()
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
-# ---- section: data (issue 2) -------------------------------------------------------------
+
+def _data_root(value: Path | None) -> Path:
+    from umt.pipeline.data.layout import default_data_root
+
+    return value if value is not None else default_data_root()
+
+
+# ---- parsing the free-form options ---------------------------------------------------------
+
+
+def _parse_value(kind: str, raw: str, key: str):
+    if kind == "bool":
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(f"--set {key}={raw}: expected true or false")
+    try:
+        return {"int": int, "float": float, "str": str}[kind](raw)
+    except ValueError:
+        raise ConfigError(f"--set {key}={raw}: expected {'an' if kind == 'int' else 'a'} {kind}") from None
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, dict[str, object]]:
+    """``key=value`` strings -> ``{"model": {...}, "train": {...}}`` by which config has the key."""
+    kinds = {
+        "model": {f.name: f.type for f in dataclasses.fields(ModelConfig)},
+        "train": {f.name: f.type for f in dataclasses.fields(TrainConfig)},
+    }
+    out: dict[str, dict[str, object]] = {"model": {}, "train": {}}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        which = next((name for name, fields in kinds.items() if key in fields), None)
+        if which is None:
+            known = sorted(k for fields in kinds.values() for k in fields)
+            raise ConfigError(f"--set {key}: unknown setting; known: {', '.join(known)}")
+        out[which][key] = _parse_value(kinds[which][key], raw.strip(), key)
+    return out
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return tuple(int(part) for part in parts)
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated whole numbers, e.g. 1,2,3") from None
+
+
+def _given(ctx: typer.Context, *names: str) -> set[str]:
+    """The options among ``names`` that the user typed (not left at their default)."""
+    return {n for n in names if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE}
+
+
+# ---- data ----------------------------------------------------------------------------------
 
 
 @data_app.command("stats")
-def data_stats(
+def data_stats_cmd(
     dataset: str = typer.Option(
         ..., "--dataset", help="Dataset name: the folder <data-root>/<dataset> holding train/valid/test."
     ),
     data_root: Path | None = typer.Option(
-        None,
-        "--data-root",
-        help="Folder holding the datasets (default: $UMT_DATA_ROOT, else ./data).",
+        None, "--data-root", help="Folder holding the datasets (default: $UMT_DATA_ROOT, else ./data).",
         show_default=False,
     ),
     images: Path | None = typer.Option(
-        None,
-        "--images",
-        help="Image folder to check for missing files (default: <data-root>/<dataset>_images).",
+        None, "--images", help="Image folder to check for missing files (default: <data-root>/<dataset>_images).",
         show_default=False,
     ),
 ) -> None:
     """Tweets, tokens, entities per type (counted as seqeval scores them), image ids and missing
     image files, per split."""
-    from stages.data_stats import run_data_stats
+    from umt.stages import data_stats
 
-    run_data_stats(dataset, data_root=data_root, images=images)
+    data_stats.run(requests.DataStatsRequest(dataset, data_root=data_root, images=images))
 
 
-# ---- section: extract-images and cache (issue 3) -----------------------------------------
-# Defaults come from the typed configs (a light module: no torch import at startup).
-from stages.extract_config import DEFAULT_MAX_FAILURES as _MAX_FAILURES  # noqa: E402
-from stages.extract_config import ExtractConfig as _ExtractDefaults  # noqa: E402
+@data_app.command("import")
+def data_import_cmd(
+    source: Path = typer.Argument(..., help="What to import: a folder (or, for twitter, a folder of split files)."),
+    format: str = typer.Option(
+        ..., "--format",
+        help="twitter: a folder with train/valid/test (.txt, Twitter format; dev.txt accepted) and optionally "
+        "images/. mner-json: the JSON-lines layout of RiTUAL-UH/multimodal_NER (texts/<split>/<split>.json, "
+        "images/<split>/).",
+    ),
+    name: str = typer.Option(..., "--name", help="Dataset name to create under the data root."),
+    data_root: Path | None = typer.Option(None, help="Data root to write into (default: $UMT_DATA_ROOT or ./data)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset of that name."),
+) -> None:
+    """Bring a dataset in another layout into <data-root>/<name> (+ <name>_images), ready for
+    `umt extract-images --dataset NAME` and `umt train --dataset NAME`."""
+    from umt.stages import data_import
 
-_X = _ExtractDefaults()
+    data_import.run(
+        requests.DataImportRequest(source, format, name, data_root=_data_root(data_root), overwrite=overwrite)
+    )
+
+
+# ---- stage one: extract-images and the cache -----------------------------------------------
 
 
 @app.command("extract-images")
 def extract_images_cmd(
     dataset: str | None = typer.Option(
-        None,
-        help="Dataset under the data root: ids from its train/valid/test files, images from <root>/<name>_images.",
+        None, help="Dataset under the data root: ids from its train/valid/test files, images from <root>/<name>_images."
     ),
     data_root: Path | None = typer.Option(None, help="Data root (default: $UMT_DATA_ROOT or ./data)."),
     images: Path | None = typer.Option(
-        None,
-        help="Image folder (default with --dataset: <root>/<name>_images); alone: extract every image in it.",
+        None, help="Image folder (default with --dataset: <root>/<name>_images); alone: extract every image in it."
     ),
     ids_from: Path | None = typer.Option(
         None, help="With --images: extract only the ids listed in FILE, one per line."
     ),
     out: Path | None = typer.Option(
-        None,
-        help="Cache file to write (default with --dataset: <root>/<name>_resnet152.h5; required with --images).",
+        None, help="Cache file to write (default with --dataset: <root>/<name>_resnet152.h5; required with --images)."
     ),
     weights: str = typer.Option(
         _X.weights,
         help="ResNet-152 weights: imagenet (torchvision download), random (tests, demos) or a state_dict PATH.",
     ),
     dtype: str = typer.Option(_X.dtype, help="Storage dtype of the grids: float16 or float32."),
-    device: str = typer.Option(_X.device, help="auto, cpu or cuda."),
+    device: str = typer.Option(_X.device, help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(_X.batch_size, help="Images per forward pass (fixed for a resumed run)."),
     num_workers: int | None = typer.Option(
         None, help="Image-decoding worker processes (default: 1 on a CPU, up to 8 on a GPU)."
     ),
     amp: bool = typer.Option(_X.amp, help="Mixed precision (float16 autocast) on CUDA; no effect on a CPU."),
     shard: str | None = typer.Option(
-        None,
-        help="K/N: compute only shard K of N into <out stem>.shard-K-of-N.h5; join with `umt cache merge`.",
+        None, help="K/N: compute only shard K of N into <out stem>.shard-K-of-N.h5; join with `umt cache merge`."
     ),
     strict: bool = typer.Option(False, help="Exit with an error if any image is missing or unreadable."),
     overwrite: bool = typer.Option(
@@ -106,14 +187,13 @@ def extract_images_cmd(
 
     Resumable: after an interruption, run the same command again.
     """
-    from stages.extract_config import ExtractConfig, Shard
-    from stages.extract_images import run
+    from umt.stages import extract_images
 
-    run(
-        ExtractConfig(
+    extract_images.run(
+        requests.ExtractRequest(
             dataset=dataset, data_root=data_root, images=images, ids_from=ids_from, out=out, weights=weights,
             dtype=dtype, device=device, batch_size=batch_size, num_workers=num_workers, amp=amp,
-            shard=Shard.parse(shard) if shard else None, strict=strict, overwrite=overwrite,
+            shard=requests.Shard.parse(shard) if shard else None, strict=strict, overwrite=overwrite,
         )
     )
 
@@ -121,13 +201,12 @@ def extract_images_cmd(
 @cache_app.command("info")
 def cache_info_cmd(
     file: Path = typer.Argument(..., help="Cache file written by `umt extract-images` or `umt cache merge`."),
-    max_failures: int = typer.Option(_MAX_FAILURES, help="Failed images to list (0: all)."),
+    max_failures: int = typer.Option(requests.DEFAULT_MAX_FAILURES, help="Failed images to list (0: all)."),
 ) -> None:
     """Show a cache's manifest, size on disk, counts by status and its failed images."""
-    from stages.cache_tools import info
-    from stages.extract_config import InfoConfig
+    from umt.stages import cache_info
 
-    info(InfoConfig(path=file, max_failures=max_failures))
+    cache_info.run(requests.CacheInfoRequest(path=file, max_failures=max_failures))
 
 
 @cache_app.command("merge")
@@ -137,42 +216,25 @@ def cache_merge_cmd(
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ) -> None:
     """Join the shard files of a sharded extraction into one cache (identical to a single run)."""
-    from stages.cache_tools import merge
-    from stages.extract_config import MergeConfig
+    from umt.stages import cache_merge
 
-    merge(MergeConfig(out=out, shards=shards, overwrite=overwrite))
-
+    cache_merge.run(requests.CacheMergeRequest(out=out, shards=shards, overwrite=overwrite))
 
 
-# ---- section: train / eval / demo (issue 4) ----------------------------------------------
-# Defaults shown in --help are read from the typed configs so they cannot drift from the code.
-from pipeline.train_config import TrainConfig as _TrainDefaults  # noqa: E402
-
-_T = _TrainDefaults()
-
-
-def _data_root(value: Path | None) -> Path:
-    from pipeline.data.datasets import default_data_root
-
-    return value if value is not None else default_data_root()
+# ---- stage two: models, train, eval, demo --------------------------------------------------
 
 
 @app.command("models")
 def models_cmd() -> None:
     """List the registered models (the names `umt train --model` accepts)."""
-    from rich.table import Table
+    from umt.stages import models
 
-    from pipeline.models.registry import model_names, model_spec
-
-    table = Table("name", "images", "what it is")
-    for name in model_names():
-        spec = model_spec(name)
-        table.add_row(name, "yes" if spec.multimodal else "no", spec.help)
-    Console().print(table)
+    models.run()
 
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     dataset: str = typer.Option("twitter2017", help="Dataset folder under the data root (train/valid/test files)."),
     model: str = typer.Option("umt", help="Registered model name; `umt models` lists them."),
     encoder: str = typer.Option("bert-base-cased", help="Hugging Face encoder name or local model folder."),
@@ -189,75 +251,81 @@ def train_cmd(
     seeds: str | None = typer.Option(None, help="Comma-separated seeds, one run each, e.g. 1,2,3 (overrides --seed)."),
     out: Path | None = typer.Option(None, help="Run directory (default: runs/<dataset>/<model>/seed<N>)."),
     data_root: Path | None = typer.Option(None, help="Data root (default: $UMT_DATA_ROOT or ./data)."),
-    device: str = typer.Option(_T.device, help="auto, cpu or cuda[:N]."),
+    device: str = typer.Option(_T.device, help="auto, cpu, cuda or cuda:N."),
     num_workers: int = typer.Option(_T.num_workers, help="DataLoader workers reading the feature cache."),
     set_: list[str] = typer.Option(
         [], "--set", help="Override any ModelConfig/TrainConfig field, e.g. --set esd_weight=0.3 (repeatable)."
     ),
-    resume: bool = typer.Option(False, help="Continue a killed run from its last completed epoch."),
+    resume: bool = typer.Option(
+        False, help="Continue a killed run from its last completed epoch, with the settings it was started with."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
 ) -> None:
     """Train a model; select on dev F1, score test once, write a self-contained run directory."""
-    from pipeline.models.config import ModelConfig
-    from pipeline.runs import apply_overrides
-    from stages.train import TrainRequest, train
+    from umt.stages import train
 
-    seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds else [seed]
-    model_cfg, train_cfg = apply_overrides(
-        ModelConfig(encoder=encoder),
-        _TrainDefaults(
-            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed_list[0], device=device, num_workers=num_workers
-        ),
-        set_,
+    seed_list = parse_seeds(seeds) if seeds else (seed,)
+    overrides = parse_overrides(set_)
+    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "num_workers": num_workers}
+    model_cfg = ModelConfig(**{"encoder": encoder, **overrides["model"]})
+    train_cfg = TrainConfig(**{**flags, "seed": seed_list[0], **overrides["train"]})
+    explicit = _given(ctx, "encoder", *flags) | set(overrides["model"]) | set(overrides["train"])
+    train.run(
+        requests.TrainRequest(
+            dataset=dataset, model=model, data_root=_data_root(data_root), model_cfg=model_cfg, train_cfg=train_cfg,
+            seeds=seed_list, out=out, features=features, no_images=no_images, resume=resume, overwrite=overwrite,
+            explicit=frozenset(explicit),
+        )
     )
-    request = TrainRequest(
-        dataset=dataset, model=model, data_root=_data_root(data_root), model_cfg=model_cfg, train_cfg=train_cfg,
-        seeds=seed_list, out=out, features=features, no_images=no_images, resume=resume, overwrite=overwrite,
-    )
-    train(request)
 
 
 @app.command("eval")
 def eval_cmd(
     run: Path = typer.Argument(..., help="Run directory written by `umt train`."),
-    split: str = typer.Option("test", help="Split of the run's dataset: test or valid."),
+    split: str = typer.Option("test", help="Split of the run's dataset: test, valid or train."),
     data: Path | None = typer.Option(None, help="Score this labelled file (Twitter format or JSONL) instead."),
     data_root: Path | None = typer.Option(None, help="Data root (default: the one the run was trained from)."),
     features: Path | None = typer.Option(None, help="Image-feature cache (default: the run's)."),
     out: Path | None = typer.Option(None, help="Metrics JSON path (default: RUN/eval_<split>.json)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Score a run's best checkpoint: entity-level P/R/F1 overall and per type (both schemes)."""
-    from stages.evaluate import evaluate_run
+    from umt.stages import evaluate
 
-    if split not in ("test", "valid", "train"):
-        raise typer.BadParameter("expected test, valid or train", param_hint="--split")
-    evaluate_run(run, split=split, data=data, data_root=data_root, features=features, out=out, device=device)
+    evaluate.run(
+        requests.EvalRequest(
+            run=run, split=split, data=data, data_root=data_root, features=features, out=out, device=device
+        )
+    )
 
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("demo_out"), help="Working folder for the sample, the cache and the runs."),
-    seed: int = typer.Option(0, help="Seed for the sample, the encoder and training."),
-    epochs: int = typer.Option(12, help="Training epochs per model."),
+    out: Path = typer.Option(_D.out, help="Working folder for the sample, the cache and the runs."),
+    seed: int = typer.Option(_D.seed, help="Seed for the sample, the encoder and training."),
+    epochs: int = typer.Option(_D.epochs, help="Training epochs per model."),
     fresh: bool = typer.Option(False, help="Retrain every model even if a finished run is in --out."),
 ) -> None:
     """Offline end-to-end demo: synthetic posts + images -> extract-images -> bert-crf, mt, umt -> table."""
-    from stages.demo import DemoConfig, run
+    from umt.stages import demo
 
-    run(DemoConfig(out=out, seed=seed, epochs=epochs, fresh=fresh))
+    demo.run(requests.DemoRequest(out=out, seed=seed, epochs=epochs, fresh=fresh))
 
 
-def main() -> None:
-    """Console entry point: user errors become one red line and exit status 2."""
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one red line and exit status 2; Ctrl-C exits 130."""
     try:
-        app()
-    except UmtError as e:
+        code = app(args=argv, standalone_mode=False)
+    except click.ClickException as e:  # bad usage: click's own message and exit status (2)
+        e.show()
+        sys.exit(e.exit_code)
+    except USER_ERRORS as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        sys.exit(getattr(e, "exit_code", 2))
+    except (click.exceptions.Abort, KeyboardInterrupt):
         err.print("[yellow]interrupted[/]")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

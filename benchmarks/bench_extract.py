@@ -35,11 +35,11 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from cache.format import Status
-from stages.backbone import GridExtractor, build_extractor
-from stages.extract_config import ExtractConfig
-from stages.extract_images import AUTOCAST_DTYPE, TORCH_DTYPES, resolve_device, run
-from stages.image_decode import decode
+from umt.cache.format import Status
+from umt.pipeline.vision.backbone import GridExtractor, build_extractor
+from umt.pipeline.vision.decode import decode
+from umt.stages.extract_images import AUTOCAST_DTYPE, TORCH_DTYPES, resolve_device, run
+from umt.stages.requests import ExtractRequest
 
 PHOTO_SIZE = (500, 375)
 JPEG_QUALITY = 90
@@ -84,7 +84,7 @@ def bare_rate(extractor: GridExtractor, batches: list[torch.Tensor], dtype: str,
     return sum(len(b) for b in batches) / (time.perf_counter() - started)
 
 
-def _extract_once(config: ExtractConfig) -> tuple[float, float]:
+def _extract_once(config: ExtractRequest) -> tuple[float, float]:
     # A spawned child inherits "spawn" as its start method; the command runs with the platform's
     # default (fork on Linux), which decides how its DataLoader workers start.
     multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
@@ -94,7 +94,7 @@ def _extract_once(config: ExtractConfig) -> tuple[float, float]:
     return result.processed / result.seconds, result.processed / wall
 
 
-def full_rates(config: ExtractConfig) -> tuple[float, float]:
+def full_rates(config: ExtractRequest) -> tuple[float, float]:
     """(steady, end-to-end) images/s of one complete extraction, in a fresh process.
 
     A fresh (spawned) process is what ``umt extract-images`` runs in; running it here would
@@ -133,7 +133,7 @@ def main() -> None:
         rows = []
         for round_index in range(args.rounds):
             bare = bare_rate(extractor, batches, args.dtype, device)
-            config = ExtractConfig(
+            config = ExtractRequest(
                 images=folder, out=work / f"round{round_index}.h5", weights=args.weights, dtype=args.dtype,
                 device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
             )

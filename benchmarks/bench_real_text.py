@@ -17,10 +17,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.metrics import PRIMARY
-from pipeline.models.config import ModelConfig
-from pipeline.train_config import TrainConfig
-from stages.train import TrainRequest, train
+from umt.pipeline.metrics import PRIMARY
+from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.train_config import TrainConfig
+from umt.stages.train import TrainRequest, train
 
 MODELS = (("bert-softmax", False), ("bert-crf", False), ("umt", True))
 

@@ -37,11 +37,11 @@ from types import TracebackType
 import h5py
 import numpy as np
 
+from umt.cache.durable import fsync_dir
+from umt.cache.grid import CHANNELS, GRID
+
 FORMAT_NAME = "umt-feature-cache"
 FORMAT_VERSION = 1
-GRID = 7
-CHANNELS = 2048
-BLOCKS = GRID * GRID
 STORAGE_DTYPES = ("float16", "float32")
 
 IDS = "ids"
@@ -67,18 +67,6 @@ class Status(enum.IntEnum):
 
 STATUS_ENUM = h5py.enum_dtype({s.label: s.value for s in Status}, basetype="u1")
 STRING = h5py.string_dtype("utf-8")
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _runs(rows: np.ndarray) -> list[tuple[int, int]]:

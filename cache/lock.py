@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import CacheError
+from umt.cache.errors import CacheError
 
 
 def lock_path(out: Path) -> Path:

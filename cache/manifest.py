@@ -77,3 +77,9 @@ def mismatches(found: Mapping[str, Any], expect: Mapping[str, Any], prefix: str 
         elif have != wanted:
             problems.append(f"{path}: expected {wanted!r}, found {have!r}")
     return problems
+
+
+def fingerprint(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What must not change between an extraction and its resumption: the identity and the source
+    (the shard is part of the plan itself)."""
+    return {**identity(manifest), "source": manifest.get("source")}

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from cache.format import CacheWriter, Status
-from cache.lock import exclusive_lock
-from cache.manifest import created_now, dumps, identity, ids_digest, mismatches
-from cache.reader import FeatureCache
-from pipeline.errors import CacheError
+from umt.cache.errors import CacheError
+from umt.cache.format import CacheWriter, Status
+from umt.cache.lock import exclusive_lock
+from umt.cache.manifest import created_now, dumps, identity, ids_digest, mismatches
+from umt.cache.reader import FeatureCache
 
 #: Rows copied per read; bounds memory at about 25 MB (float32) whatever the cache size.
 COPY_ROWS = 64

@@ -7,29 +7,29 @@ import os
 from collections import Counter
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-import torch
 
-from cache.format import (
+from umt.cache.errors import CacheError
+from umt.cache.format import (
     ATTR_FORMAT,
     ATTR_MANIFEST,
     ATTR_VERSION,
-    BLOCKS,
-    CHANNELS,
     FEATURES,
     FORMAT_NAME,
     FORMAT_VERSION,
-    GRID,
     IDS,
     REASON,
     STATUS,
     Status,
 )
-from cache.manifest import mismatches
-from pipeline.errors import CacheError
+from umt.cache.grid import BLOCKS, CHANNELS, GRID
+from umt.cache.manifest import mismatches
+
+if TYPE_CHECKING:  # torch loads on the first get(): opening a cache stays fast
+    import torch
 
 
 class UnknownImageError(CacheError, KeyError):
@@ -140,6 +140,8 @@ class FeatureCache:
 
     def get(self, image_id: str) -> tuple[torch.Tensor, bool]:
         """The image's (49, 2048) float32 grid and True, or zeros and False when it has none."""
+        import torch
+
         row = self._row_of(image_id)
         if self._status[row] != Status.OK:
             return torch.zeros(BLOCKS, CHANNELS), False

@@ -16,7 +16,6 @@ result is bit-for-bit what an uninterrupted run writes. A rerun with other setti
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -26,16 +25,16 @@ from typing import IO, Any
 
 import numpy as np
 
-from cache.format import CacheWriter, Status, fsync_dir
-from cache.manifest import dumps, mismatches, normalise
-from pipeline.errors import CacheError
+from umt.cache import durable
+from umt.cache.errors import CacheError
+from umt.cache.format import CacheWriter, Status
+from umt.cache.manifest import dumps, mismatches, normalise
 
 PLAN_FILE = "plan.json"
 #: What numpy raises for a chunk file that is truncated or not an npz archive.
 _UNREADABLE_CHUNK = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 CHUNK_PATTERN = "chunk-{:06d}.npz"
 ASSEMBLY_FILE = "assembled.h5"
-TMP_SUFFIX = ".tmp"
 
 
 def partial_dir(out: Path) -> Path:
@@ -43,18 +42,11 @@ def partial_dir(out: Path) -> Path:
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temporary sibling so that it appears complete or not at all."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
+    """:func:`umt.cache.durable.atomic_write`, a full disk or read-only folder as a CacheError."""
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        durable.atomic_write(path, write)
     except OSError as e:  # a full disk or a read-only folder is the user's to fix
-        tmp.unlink(missing_ok=True)
         raise CacheError(f"cannot write {path}: {e}") from e
-    fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -213,15 +205,16 @@ class WorkDir:
                 damaged.append(path)
         return damaged
 
-    def assemble(self, out: Path, manifest: dict[str, Any], dtype: str) -> dict[str, Any]:
-        """Write the cache at ``out`` from the finished chunks, one chunk in memory at a time.
+    def assemble(self, out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Write the cache at ``out`` (storage dtype ``manifest["dtype"]``) from the finished chunks,
+        one chunk in memory at a time.
 
         Returns ``manifest`` completed with the per-status counts, as stored in the file.
         """
         assigned = self.plan.assigned_chunks()
         total = sum(len(self.plan.chunk(i)) for i in assigned)
         counts = {s.label: 0 for s in Status}
-        with CacheWriter(out, self.root / ASSEMBLY_FILE, total, dtype) as writer:
+        with CacheWriter(out, self.root / ASSEMBLY_FILE, total, manifest["dtype"]) as writer:
             for index in assigned:
                 chunk = self.read_chunk(index)
                 writer.append(chunk.ids, chunk.status, chunk.reasons, chunk.grids)

@@ -1,18 +1,16 @@
-"""The batch: the one contract between data, models and the trainer.
+"""The batch: the one contract between the text side, the models and the trainer.
 
-A post is tokenised into one or more *windows* (a long post is split, see
-``pipeline.data.align``). A batch holds windows. Everything is word-level except the
-sub-word tensors: ``word_index`` says where each word's first piece sits, so a model gathers
-word vectors from piece vectors and runs its CRF over words.
-
-Text-only encoders that need no sub-words (BiLSTM over GloVe, character encoders) read
-``words``; fusions read ``image``/``image_mask``. Fields a model does not use are ignored, so
-new encoders and fusions slot in without touching the trainer.
+A post is cut into one or more *windows* by its recipe's text side (a long post is split, see
+``umt.pipeline.text``). A batch holds windows. ``text`` holds the text side's own tensors
+(sub-word ids for a Hugging Face encoder; word and character ids for a word-level encoder), read
+only by the matching encoder. Everything else is word-level and the same for every model:
+``word_mask``, the labels, the image grid and its mask. New encoders and fusions slot in
+without touching the trainer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -32,11 +30,36 @@ class WindowRef:
     keep_to: int
 
 
+def _moved(obj, device: torch.device | str, non_blocking: bool):
+    """A copy of the dataclass ``obj`` with every tensor field on ``device``."""
+    changes = {
+        f.name: getattr(obj, f.name).to(device, non_blocking=non_blocking)
+        for f in fields(obj)
+        if isinstance(getattr(obj, f.name), torch.Tensor)
+    }
+    return replace(obj, **changes)
+
+
 @dataclass
-class Batch:
+class TextInputs:
+    """Base of a text side's batch tensors; subclasses are dataclasses of tensors."""
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TextInputs:
+        return _moved(self, device, non_blocking)
+
+
+@dataclass
+class SubwordInputs(TextInputs):
+    """What a Hugging Face encoder reads."""
+
     input_ids: torch.Tensor  # (B, L) long, sub-word ids incl. [CLS]/[SEP]
     attention_mask: torch.Tensor  # (B, L) long, 1 for real pieces
     word_index: torch.Tensor  # (B, W) long, piece position of each word's first piece (0 on padding)
+
+
+@dataclass
+class Batch:
+    text: TextInputs  # the text side's tensors (SubwordInputs for Hugging Face encoders)
     word_mask: torch.Tensor  # (B, W) bool, True for real words
     labels: torch.Tensor | None  # (B, W) long NER label ids (0 on padding); None when unlabelled
     esd_labels: torch.Tensor | None  # (B, W) long ESD label ids (0 on padding)
@@ -46,13 +69,9 @@ class Batch:
     refs: list[WindowRef] = field(default_factory=list)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        moved = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                value = value.to(device, non_blocking=non_blocking)
-            moved[f.name] = value
-        return Batch(**moved)
+        moved = _moved(self, device, non_blocking)
+        moved.text = self.text.to(device, non_blocking=non_blocking)
+        return moved
 
     def __len__(self) -> int:
-        return self.input_ids.shape[0]
+        return self.word_mask.shape[0]

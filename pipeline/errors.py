@@ -1,13 +1,17 @@
 """Errors that the CLI reports as one line, without a traceback.
 
-Anything the user can fix (a malformed file, a missing path, a cache built with other
-settings) raises a subclass of :class:`UmtError`; ``cli.main`` prints its message and exits
-with status 2. Programming errors stay ordinary exceptions and keep their tracebacks.
+Anything the user can fix (a malformed file, a missing path, a bad option) raises a subclass
+of :class:`UmtError`; a cache problem raises the storage layer's own
+:class:`umt.cache.errors.CacheError` (re-exported here, since ``umt.cache`` imports nothing of
+the library). ``cli.main`` prints either as one line and exits with status 2. Programming
+errors stay ordinary exceptions and keep their tracebacks.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from umt.cache.errors import CacheError
 
 
 class UmtError(Exception):
@@ -25,9 +29,11 @@ class DataFormatError(UmtError):
         super().__init__(f"{where}: {message}")
 
 
-class CacheError(UmtError):
-    """A feature cache that is absent, not a umt cache, or built with other settings."""
-
-
 class ConfigError(UmtError):
     """Bad options or a run directory / model that cannot be loaded."""
+
+
+#: Every error the command line reports as one line.
+USER_ERRORS = (UmtError, CacheError)
+
+__all__ = ["USER_ERRORS", "CacheError", "ConfigError", "DataFormatError", "UmtError"]

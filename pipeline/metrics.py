@@ -16,15 +16,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
-from seqeval.metrics import classification_report
-from seqeval.scheme import IOB2
-
 SCHEMES = ("default", "strict_iob2")
 PRIMARY = "default"
 _AVERAGES = ("micro avg", "macro avg", "weighted avg")
 
 
 def _report(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], strict: bool) -> dict:
+    from seqeval.metrics import classification_report  # imports scikit-learn: a second, on first use
+    from seqeval.scheme import IOB2
+
     kwargs = {"mode": "strict", "scheme": IOB2} if strict else {}
     with warnings.catch_warnings():  # seqeval warns (numpy) on empty averages; we report zeros
         warnings.simplefilter("ignore")

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 
 import torch
 
-from pipeline.batch import Batch
-from pipeline.labels import LabelVocab
+from umt.pipeline.batch import Batch
+from umt.pipeline.labels import LabelVocab
 
 
 @torch.inference_mode()

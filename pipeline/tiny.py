@@ -5,7 +5,7 @@ one locally: a cased WordPiece vocabulary (special tokens, the given words, ever
 character of those words plus the printable ASCII ones, each also as a ``##`` continuation,
 so that any word made of known characters tokenises into pieces rather than ``[UNK]``), a fast
 tokenizer saved with ``save_pretrained`` and a randomly initialised ``BertModel``. The folder
-loads with ``AutoModel.from_pretrained`` and :func:`pipeline.data.tokenizer.load_tokenizer`
+loads with ``AutoModel.from_pretrained`` and :func:`umt.pipeline.text.hf.load_tokenizer`
 like any downloaded model, so code paths are the same as with a real encoder.
 """
 

@@ -1,11 +1,18 @@
-"""Training settings, kept free of heavy imports so the CLI can show their defaults fast."""
+"""Training settings, kept free of heavy imports so the CLI can show and check them at once."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+
+from umt.pipeline.errors import ConfigError
+
+#: Below this a window cannot hold a word beside a tokenizer's special tokens ([CLS], [SEP], ...).
+MIN_MAX_LENGTH = 8
+#: Settings that change how a run is computed but not what it computes; a resumed run may change them.
+RUNTIME_FIELDS = ("device", "num_workers", "eval_batch_size")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings. Defaults follow the paper's section 3.1 where it gives them."""
 
@@ -24,5 +31,36 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers reading the feature cache
     amp: bool = True  # bf16 autocast on CUDA only; CPU always runs fp32
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = {"bool": bool, "int": int, "float": float, "str": str}[f.type]
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(f"{f.name} must be a {f.type}, got {value!r}")
+        at_least = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "max_length": MIN_MAX_LENGTH, "num_workers": 0}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"{_flag(name)} must be at least {low}, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 <= self.warmup <= 1.0:
+            raise ConfigError(f"--set warmup must be a fraction of the steps in [0, 1], got {self.warmup}")
+        if self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise ConfigError(
+                f"--set weight_decay must be >= 0 and max_grad_norm > 0, got {self.weight_decay}, {self.max_grad_norm}"
+            )
+        if not 0 <= self.stride < self.max_length // 2:
+            raise ConfigError(
+                f"--set stride must be in [0, max_length / 2) = [0, {self.max_length // 2}), got {self.stride}"
+            )
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _flag(name: str) -> str:
+    """How the user sets ``name``: a flag of its own, or ``--set``."""
+    own = {"epochs", "batch_size", "num_workers"}
+    return f"--{name.replace('_', '-')}" if name in own else f"--set {name}"

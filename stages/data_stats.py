@@ -16,11 +16,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.data.datasets import default_data_root, images_dir, load_dataset
-from pipeline.data.images import resolve_image
-from pipeline.data.types import Post
-from pipeline.errors import UmtError
-from pipeline.labels import INSIDE, bio_to_spans, split_label
+from umt.pipeline.data.images import resolve_image
+from umt.pipeline.data.layout import default_data_root, images_dir, load_dataset
+from umt.pipeline.data.types import Post
+from umt.pipeline.errors import UmtError
+from umt.pipeline.labels import INSIDE, bio_to_spans, split_label
+from umt.stages.requests import DataStatsRequest
 
 ALL = "all"
 
@@ -98,11 +99,10 @@ def stats_table(title: str, stats: Sequence[SplitStats]) -> Table:
     return table
 
 
-def run_data_stats(
-    dataset: str, data_root: Path | None = None, images: Path | None = None, console: Console | None = None
-) -> list[SplitStats]:
-    """Load every split of ``dataset`` and print its table and notes; return the numbers."""
+def run(request: DataStatsRequest, console: Console | None = None) -> list[SplitStats]:
+    """Load every split of the dataset and print its table and notes; return the numbers."""
     console = console or Console()
+    dataset, data_root, images = request.dataset, request.data_root, request.images
     root = data_root if data_root is not None else default_data_root()
     if images is not None and not images.is_dir():
         raise UmtError(f"image folder {images} does not exist")

@@ -17,37 +17,23 @@ on real tweets (see the README's measured results for that).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.data.datasets import load_dataset
-from pipeline.labels import bio_to_spans
-from pipeline.metrics import PRIMARY
-from pipeline.models.config import ModelConfig
-from pipeline.train_config import TrainConfig
-from stages.report_table import comparison_table
-from stages.train import TrainRequest, train
+from umt.pipeline.data.layout import load_dataset
+from umt.pipeline.labels import bio_to_spans
+from umt.pipeline.metrics import PRIMARY
+from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.run_dir import RunDir
+from umt.pipeline.tables import comparison_table, pct
+from umt.pipeline.train_config import TrainConfig
+from umt.stages import extract_images, train
+from umt.stages.requests import DemoRequest, ExtractRequest, TrainRequest
 
 DATASET = "synth"
 MODELS = ("bert-crf", "mt", "umt")
-
-
-@dataclass
-class DemoConfig:
-    out: Path = Path("demo_out")
-    seed: int = 0
-    epochs: int = 12
-    lr: float = 1e-3  # a tiny random encoder needs a larger step than fine-tuning BERT (5e-5)
-    batch_size: int = 16
-    hidden: int = 48
-    layers: int = 2
-    heads: int = 4
-    extract_batch_size: int = 16
-    num_workers: int = 2
-    fresh: bool = False
 
 
 def _image_decided_f1(gold_posts, predictions, names: set[str]) -> float:
@@ -67,12 +53,9 @@ def _image_decided_f1(gold_posts, predictions, names: set[str]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def run(cfg: DemoConfig, console: Console | None = None) -> dict[str, dict]:
-    from pipeline.data.synthetic import AMBIGUOUS_NAMES, generate_synthetic, sample_words
-    from pipeline.rundir import read_json
-    from pipeline.tiny import build_tiny_encoder
-    from stages.extract_images import ExtractConfig
-    from stages.extract_images import run as extract
+def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
+    from umt.pipeline.data.synthetic import AMBIGUOUS_NAMES, generate_synthetic, sample_words
+    from umt.pipeline.tiny import build_tiny_encoder
 
     console = console or Console()
     started = time.perf_counter()
@@ -84,8 +67,8 @@ def run(cfg: DemoConfig, console: Console | None = None) -> dict[str, dict]:
 
     console.rule("[bold]2. extract-images (ResNet-152, random weights)")
     cache_path = data_root / f"{DATASET}_resnet152.h5"
-    extract(
-        ExtractConfig(
+    extract_images.run(
+        ExtractRequest(
             dataset=DATASET, data_root=data_root, out=cache_path, weights="random",
             batch_size=cfg.extract_batch_size, num_workers=cfg.num_workers,
             dtype="float32",  # an untrained ResNet's activations (~1e7) do not fit float16
@@ -111,7 +94,7 @@ def run(cfg: DemoConfig, console: Console | None = None) -> dict[str, dict]:
             ),
             out=cfg.out / "runs" / name, features=cache_path, resume=not cfg.fresh, overwrite=cfg.fresh,
         )
-        (metrics,) = train(request, console=console)
+        (metrics,) = train.run(request, console=console)
         results[name] = metrics
 
     test_posts = splits["test"]
@@ -120,19 +103,19 @@ def run(cfg: DemoConfig, console: Console | None = None) -> dict[str, dict]:
     extra.add_column("model")
     extra.add_column("test F1 on the entities whose type only the image tells", justify="right")
     for name in MODELS:
-        pred = _read_predictions(cfg.out / "runs" / name / "predictions_test.conll")
-        extra.add_row(name, f"{100 * _image_decided_f1(test_posts, pred, names):.2f}")
+        pred = _read_predictions(cfg.out / "runs" / name / RunDir.PREDICTIONS)
+        extra.add_row(name, pct(_image_decided_f1(test_posts, pred, names)))
     console.rule("[bold]results")
     console.print(comparison_table([(n, results[n]) for n in MODELS], "test split, entity-level (seqeval default)"))
     console.print(extra)
-    weights = read_json(cfg.out / "runs" / "mt" / "config.json")["features"]["manifest"].get("weights", {})
+    weights = RunDir(cfg.out / "runs" / "mt").config().features["manifest"].get("weights", {})
     console.print(
         f"Visual features: ResNet-152 with {weights.get('source', weights)} weights (untrained: no pretrained weights "
         "offline), standardised per channel with training-set statistics.\n"
         "Encoder: a tiny random-initialised BERT. The scores measure whether a model uses a visual cue that "
         "survives an untrained ResNet, not real-tweet quality.\n"
         f"Dev F1 (model selection): "
-        + ", ".join(f"{n} {100 * results[n]['valid'][PRIMARY]['f1']:.2f}" for n in MODELS)
+        + ", ".join(f"{n} {pct(results[n]['valid'][PRIMARY]['f1'])}" for n in MODELS)
         + f"\nTotal time {time.perf_counter() - started:.0f}s; runs in {cfg.out / 'runs'}"
     )
     return results

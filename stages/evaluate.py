@@ -1,49 +1,50 @@
-"""``umt eval``: score a run directory's best checkpoint on a split or a file."""
+"""``umt eval``: score a run directory's best checkpoint on a split or a labelled file."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
 
-from pipeline import rundir
-from pipeline.data.datasets import load_split, read_posts, require_labels
-from pipeline.runs import open_run
-from pipeline.train import evaluate, resolve_device
-from stages.features import open_run_features
-from stages.report_table import metrics_table
+from umt.pipeline.data.layout import load_split, read_posts, require_labels
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.run_dir import RunDir
+from umt.stages.requests import EvalRequest
 
 
-def evaluate_run(
-    run: Path,
-    split: str = "test",
-    data: Path | None = None,
-    data_root: Path | None = None,
-    features: Path | None = None,
-    out: Path | None = None,
-    device: str = "auto",
-    console: Console | None = None,
-) -> dict:
-    """Scores of ``run`` on ``split`` of its dataset (or on the labelled file ``data``)."""
+def _target(req: EvalRequest) -> Path:
+    """Where the scores go; checked to be writable before the model loads."""
+    name = Path(req.data).stem if req.data is not None else req.split
+    target = Path(req.out) if req.out is not None else Path(req.run) / f"eval_{name}.json"
+    folder = target.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        why = "does not exist" if not folder.is_dir() else "is not writable"
+        raise ConfigError(f"cannot write the scores to {target}: the folder {folder} {why} (choose another --out)")
+    return target
+
+
+def run(req: EvalRequest, console: Console | None = None) -> dict:
+    """Scores of the run on ``req.split`` of its dataset (or on the labelled file ``req.data``)."""
     console = console or Console()
-    opened = open_run(run, resolve_device(device))
-    config = opened.config
-    if data is not None:
-        posts, name = read_posts(data), str(data)
+    run_dir = RunDir.open(req.run)
+    config = run_dir.config()
+    target = _target(req)
+    if req.data is not None:
+        posts, name = read_posts(req.data), str(req.data)
     else:
-        root = data_root if data_root is not None else Path(config["data_root"])
-        posts, name = load_split(root, config["dataset"], split), f"{config['dataset']}/{split}"
+        root = Path(req.data_root) if req.data_root is not None else Path(config.data_root)
+        posts, name = load_split(root, config.dataset, req.split), f"{config.dataset}/{req.split}"
     require_labels(posts, "`umt eval`")
-    cache = open_run_features(opened, features) if opened.multimodal else None
-    dataset = opened.text.dataset(posts, opened.vocab, cache, name)
-    scores, _ = evaluate(
-        opened.model, dataset, opened.text.collate, opened.vocab, opened.train_cfg, resolve_device(device)
-    )
-    result = {"run": str(run), "data": name, **scores}
-    target = (
-        out if out is not None else Path(run) / f"eval_{Path(name).stem if data is not None else split}.json"
-    )
-    rundir.write_json(target, result)
-    console.print(metrics_table(scores, f"{config['model']} ({Path(run).name}) on {name}"))
+
+    from umt.pipeline.tables import metrics_table
+    from umt.pipeline.trainer import evaluate
+
+    trained = run_dir.load(req.device)
+    dataset = trained.dataset(posts, trained.features(req.features), name=name)
+    scores, _ = evaluate(trained.model, dataset, trained.text, trained.labels, config.train_cfg, trained.device)
+    result = {"run": str(req.run), "data": name, **scores}
+    RunDir(target.parent).write_json(target.name, result)  # the run's atomic JSON writer
+    console.print(metrics_table(scores, f"{config.model} ({Path(req.run).name}) on {name}"))
     console.print(f"metrics written to {target}")
     return result

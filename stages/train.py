@@ -1,174 +1,240 @@
-"""``umt train``: train one model (or one per seed) from the text and the image-feature cache."""
+"""``umt train``: train one model (or one per seed) from the text and the image-feature cache.
+
+Everything a user can get wrong is checked before torch loads (a second or so): the model name,
+the data files, the feature cache's path, the encoder folder, the run folders (created, or
+refused when they hold a run that --resume or --overwrite should decide about) and, with
+--resume, that the options given agree with the run's own. Then, per run: the recipe's text side
+cuts the posts into windows, the model is built, :func:`umt.pipeline.trainer.fit` trains with dev
+selection, the best checkpoint scores the test split once, and the run directory is finished.
+"""
 
 from __future__ import annotations
 
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import replace
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import rundir
-from pipeline.data.datasets import load_dataset, require_labels
-from pipeline.data.visual_stats import StandardizedFeatures, compute_stats
-from pipeline.errors import ConfigError
-from pipeline.labels import LabelVocab
-from pipeline.metrics import PRIMARY
-from pipeline.models.config import ModelConfig
-from pipeline.models.registry import build_model, model_spec
-from pipeline.runs import TextSide, save_encoder_files
-from pipeline.train import evaluate, fit, resolve_device, seed_everything
-from pipeline.train_config import TrainConfig
-from stages.features import open_features
-from stages.report_table import metrics_table
+from umt.pipeline.data.layout import load_dataset, require_labels
+from umt.pipeline.data.types import Post
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.features import features_path
+from umt.pipeline.labels import LabelVocab
+from umt.pipeline.metrics import PRIMARY
+from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.models.registry import Recipe, get_recipe
+from umt.pipeline.run_dir import RunConfig, RunDir
+from umt.pipeline.tables import pct
+from umt.pipeline.text.hf import check_model_folder
+from umt.pipeline.train_config import RUNTIME_FIELDS, TrainConfig
+from umt.stages.requests import TrainRequest
+
+#: A multimodal run where fewer training posts than this share have an image is warned about.
+MIN_IMAGE_SHARE = 0.5
 
 
-@dataclass
-class TrainRequest:
-    dataset: str
-    model: str
-    data_root: Path
-    model_cfg: ModelConfig = field(default_factory=ModelConfig)
-    train_cfg: TrainConfig = field(default_factory=TrainConfig)
-    seeds: list[int] = field(default_factory=lambda: [1])
-    out: Path | None = None
-    features: Path | None = None
-    no_images: bool = False
-    resume: bool = False
-    overwrite: bool = False
+def _resumed_configs(run: RunDir, req: TrainRequest, seed: int) -> tuple[ModelConfig, TrainConfig]:
+    """The settings a run was started with; an option given now that differs from them is refused."""
+    stored = run.config()
+    problems = []
+    if stored.model != req.model or stored.dataset != req.dataset:
+        problems.append(f"it trains {stored.model} on {stored.dataset}, not {req.model} on {req.dataset}")
+    if stored.no_images != (req.no_images and get_recipe(req.model).multimodal):
+        problems.append(f"it was started {'with' if stored.no_images else 'without'} --no-images")
+    if stored.train_cfg.seed != seed:
+        problems.append(f"seed: the run has {stored.train_cfg.seed}, asked {seed}")
+    for name in sorted(req.explicit - set(RUNTIME_FIELDS) - {"seed"}):
+        for asked, kept in ((req.model_cfg, stored.model_cfg), (req.train_cfg, stored.train_cfg)):
+            if hasattr(asked, name) and getattr(asked, name) != getattr(kept, name):
+                problems.append(f"{name}: the run has {getattr(kept, name)!r}, asked {getattr(asked, name)!r}")
+    if problems:
+        raise ConfigError(
+            f"{run.path}: --resume continues a run with the settings it was started with; "
+            + "; ".join(problems)
+            + ". Drop those options, or use --overwrite to start the run again"
+        )
+    runtime = {name: getattr(req.train_cfg, name) for name in RUNTIME_FIELDS}
+    return stored.model_cfg, replace(stored.train_cfg, **runtime)
 
 
-def run_dir_for(req: TrainRequest, seed: int) -> Path:
-    base = req.out if req.out is not None else Path("runs") / req.dataset / req.model
-    if req.out is None or len(req.seeds) > 1:
-        return base / f"seed{seed}"
-    return base
-
-
-def _claim(run: Path, resume: bool, overwrite: bool) -> bool:
-    """Prepare ``run``; False when it already holds a finished run that --resume should keep."""
-    if resume:
-        if (run / rundir.METRICS).is_file() and not (run / rundir.LAST).exists():
-            return False
-        return True
-    if run.exists() and any(run.iterdir()):
-        if not overwrite:
-            hint = "--resume to continue it" if (run / rundir.LAST).exists() else "--overwrite to replace it"
-            raise ConfigError(f"{run} already holds a run; use {hint}, or choose another --out")
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-    return True
-
-
-def train(req: TrainRequest, console: Console | None = None, stop_after_epoch=None) -> list[dict]:
-    """Train every requested seed; returns one ``metrics.json`` dict per finished run."""
-    console = console or Console()
-    spec = model_spec(req.model)
+def _check_inputs(req: TrainRequest, recipe: Recipe) -> tuple[dict[str, list[Post]], LabelVocab]:
+    """The data, label vocabulary and paths, checked without loading torch."""
     splits = load_dataset(req.data_root, req.dataset)
     for posts in splits.values():
         require_labels(posts, "`umt train` (every split)")
+    if recipe.multimodal and not req.no_images:
+        features_path(req.features, req.data_root, req.dataset)
+    if req.model_cfg.pretrained_encoder:
+        check_model_folder(req.model_cfg.encoder, need_weights=True)
     vocab = LabelVocab.from_sequences(p.labels for posts in splits.values() for p in posts)
-    features, features_info = None, None
-    if spec.multimodal and not req.no_images:
-        features, features_info = open_features(req.features, req.data_root, req.dataset)
-    elif req.features is not None and not spec.multimodal:
-        console.print(f"[yellow]note:[/] {req.model} is text-only; --features is ignored")
-    stats = None
-    if features is not None and req.train_cfg.standardize_visual:
-        stats = compute_stats(features, (p.image for p in splits["train"] if p.image is not None))
-        if stats is None:
-            raise ConfigError(f"--set standardize_visual=true: no training image of {req.dataset} has features")
-        features = StandardizedFeatures(features, stats)
-    text = TextSide.build(req.model_cfg.encoder, req.train_cfg, with_images=features is not None)
-    data = {s: text.dataset(posts, vocab, features, f"{req.dataset}/{s}") for s, posts in splits.items()}
-    device = resolve_device(req.train_cfg.device)
-    console.print(
-        f"[bold]{req.model}[/] on {req.dataset}: {len(splits['train'])} train / {len(splits['valid'])} dev / "
-        f"{len(splits['test'])} test posts, {len(vocab)} labels, encoder {req.model_cfg.encoder}, device {device}, "
-        + (f"images from {features_info['path']}" if features_info else "no images")
-    )
+    return splits, vocab
 
-    results = []
-    for seed in req.seeds:
-        run = run_dir_for(req, seed)
-        if not _claim(run, req.resume, req.overwrite):
-            console.print(f"{run} is finished already; skipping (remove it or use --overwrite to retrain)")
-            results.append(rundir.read_json(run / rundir.METRICS))
-            continue
-        train_cfg = TrainConfig(**{**req.train_cfg.to_dict(), "seed": seed})
-        seed_everything(seed)
-        model = build_model(req.model, req.model_cfg, vocab)
-        resuming = req.resume and (run / rundir.LAST).exists()
-        if not resuming:
-            rundir.write_json(
-                run / rundir.CONFIG,
-                {
-                    "model": req.model,
-                    "dataset": req.dataset,
-                    "data_root": str(Path(req.data_root).resolve()),
-                    "model_config": getattr(model, "config", req.model_cfg).to_dict(),
-                    "train": train_cfg.to_dict(),
-                    "features": features_info,
-                    "no_images": bool(spec.multimodal and req.no_images),
-                },
-            )
-            rundir.write_json(run / rundir.LABELS, vocab.to_json())
-            if stats is not None:
-                stats.save(run / rundir.VISUAL_STATS)
-            save_encoder_files(req.model_cfg.encoder, text.tokenizer, run)
-            rundir.write_json(run / rundir.ENV, rundir.environment(device))
-            rundir.append_log(run, {"event": "start", "seed": seed})
-        started = time.perf_counter()
-        summary = fit(
-            model,
-            data["train"],
-            data["valid"],
-            text.collate,
-            vocab,
-            train_cfg,
-            run,
-            resume=resuming,
-            console=console,
-            stop_after_epoch=stop_after_epoch,
-        )
-        if not summary["completed"]:
-            console.print(f"stopped early; continue with --resume ({run})")
-            continue
-        model.load_state_dict(rundir.load_torch(run / rundir.BEST)["model"])
-        dev_scores, _ = evaluate(model, data["valid"], text.collate, vocab, train_cfg, device)
-        test_scores, test_pred = evaluate(model, data["test"], text.collate, vocab, train_cfg, device)
-        metrics = {
-            "model": req.model,
-            "dataset": req.dataset,
-            "seed": seed,
-            "best_epoch": summary["best_epoch"],
-            "train_seconds": round(time.perf_counter() - started, 1),
-            "valid": dev_scores,
-            "test": test_scores,
+
+class _Session:
+    """What the runs of one request share: data, features and, per settings, text side and datasets."""
+
+    def __init__(self, req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console):
+        from umt.pipeline.features import open_features
+
+        self.req, self.recipe, self.splits, self.vocab, self.console = req, recipe, splits, vocab, console
+        self.features, self.features_info = None, None
+        if recipe.multimodal and not req.no_images:
+            self.features, self.features_info = open_features(req.features, req.data_root, req.dataset)
+        elif req.features is not None and not recipe.multimodal:
+            console.print(f"[yellow]note:[/] {req.model} is text-only; --features is ignored")
+        self._prepared: dict[Any, tuple] = {}
+
+    def prepare(self, model_cfg: ModelConfig, train_cfg: TrainConfig):
+        """(text side, {split: dataset}, visual stats) for these settings, built once."""
+        key = (model_cfg.encoder, train_cfg.max_length, train_cfg.stride, train_cfg.standardize_visual)
+        if key not in self._prepared:
+            self._prepared[key] = self._build(model_cfg, train_cfg)
+        return self._prepared[key]
+
+    def _build(self, model_cfg: ModelConfig, train_cfg: TrainConfig):
+        from umt.pipeline.data.batching import MnerDataset
+        from umt.pipeline.data.visual_stats import StandardizedFeatures, compute_stats
+
+        features, stats = self.features, None
+        if features is not None and train_cfg.standardize_visual:
+            stats = compute_stats(features, (p.image for p in self.splits["train"] if p.image is not None))
+            if stats is None:
+                raise ConfigError(
+                    f"--set standardize_visual=true: no training image of {self.req.dataset} has features"
+                )
+            features = StandardizedFeatures(features, stats)
+        text = self.recipe.text_side().create(model_cfg, train_cfg, self.splits["train"])
+        data = {
+            split: MnerDataset(posts, text, self.vocab, features, name=f"{self.req.dataset}/{split}")
+            for split, posts in self.splits.items()
         }
-        rundir.write_json(run / rundir.METRICS, metrics)
-        rundir.write_conll(run / "predictions_test.conll", splits["test"], test_pred)
-        (run / rundir.LAST).unlink(missing_ok=True)
-        rundir.append_log(
-            run, {"event": "end", "best_epoch": summary["best_epoch"], "test_f1": test_scores[PRIMARY]["f1"]}
-        )
-        console.print(
-            metrics_table(
-                test_scores, f"{req.model} seed {seed}: test (best dev epoch {summary['best_epoch']})"
+        if features is not None:
+            self._check_coverage(data["train"])
+        return text, data, stats
+
+    def _check_coverage(self, train) -> None:
+        present, total = train.image_coverage()
+        cache = self.features_info["path"]
+        if present == 0:
+            raise ConfigError(
+                f"none of the {total} training posts has image features in {cache}: check the posts' image "
+                "ids (the JSONL key is 'image'; `umt cache info` lists the cache), or train with --no-images"
             )
-        )
-        console.print(f"run directory: {run}")
-        results.append(metrics)
+        share = present / total
+        message = f"{present} of {total} training posts ({100 * share:.1f}%) have image features"
+        if share < MIN_IMAGE_SHARE:
+            self.console.print(f"[bold yellow]warning:[/] only {message}; the others train with the 'no image' grid")
+        else:
+            self.console.print(message)
+
+
+def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None) -> list[dict]:
+    """Train every requested seed; returns one ``metrics.json`` dict per finished run."""
+    console = console or Console()
+    recipe = get_recipe(req.model)
+    splits, vocab = _check_inputs(req, recipe)
+    runs = []
+    for seed in req.seeds:
+        run_dir = RunDir(req.run_dir(seed))
+        state = run_dir.claim(resume=req.resume, overwrite=req.overwrite)
+        if state == "resume":
+            model_cfg, train_cfg = _resumed_configs(run_dir, req, seed)
+        else:
+            model_cfg, train_cfg = req.model_cfg, replace(req.train_cfg, seed=seed)
+        runs.append((seed, run_dir, state, model_cfg, train_cfg))
+
+    session = _Session(req, recipe, splits, vocab, console)
+    results = []
+    for _, run_dir, state, model_cfg, train_cfg in runs:
+        if state == "finished":
+            console.print(f"{run_dir.path} is finished already; skipping (remove it or use --overwrite to retrain)")
+            results.append(run_dir.metrics())
+            continue
+        try:
+            metrics = _train_one(session, run_dir, state == "resume", model_cfg, train_cfg, stop_after_epoch)
+        except BaseException:
+            if state == "new" and not run_dir.resumable and not run_dir.finished:
+                shutil.rmtree(run_dir.path, ignore_errors=True)  # nothing worth keeping; a rerun starts clean
+            raise
+        if metrics is not None:
+            results.append(metrics)
     if len(results) > 1:
         _summarise(results, req, console)
     return results
 
 
+def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_cfg, stop_after_epoch):
+    import torch
+
+    from umt.pipeline.devices import resolve_device
+    from umt.pipeline.tables import metrics_table
+    from umt.pipeline.trainer import evaluate, fit, seed_everything
+
+    req, console, splits = session.req, session.console, session.splits
+    text, data, stats = session.prepare(model_cfg, train_cfg)
+    device = resolve_device(train_cfg.device)
+    console.print(
+        f"[bold]{req.model}[/] on {req.dataset} (seed {train_cfg.seed}): {len(splits['train'])} train / "
+        f"{len(splits['valid'])} dev / {len(splits['test'])} test posts, {len(session.vocab)} labels, "
+        f"encoder {model_cfg.encoder}, device {device}, "
+        + (f"images from {session.features_info['path']}" if session.features_info else "no images")
+    )
+    seed_everything(train_cfg.seed)
+    model = session.recipe.build(model_cfg, session.vocab, text)
+    if not resuming:
+        run.write_config(
+            RunConfig(
+                model=req.model,
+                dataset=req.dataset,
+                data_root=str(req.data_root.resolve()),
+                model_cfg=getattr(model, "config", model_cfg),
+                train_cfg=train_cfg,
+                text=text.describe(),
+                features=session.features_info,
+                no_images=bool(session.recipe.multimodal and req.no_images),
+            )
+        )
+        run.save_labels(session.vocab)
+        run.save_text(text)
+        if stats is not None:
+            run.save_visual_stats(stats)
+        run.write_env(device)
+        run.log({"event": "start", "seed": train_cfg.seed})
+    started = time.perf_counter()
+    summary = fit(
+        model, data["train"], data["valid"], text, session.vocab, train_cfg, run,
+        resume=resuming, console=console, stop_after_epoch=stop_after_epoch,
+    )
+    if not summary["completed"]:
+        console.print(f"stopped early; continue with --resume ({run.path})")
+        return None
+    model.load_state_dict(run.best_weights())
+    with torch.no_grad():
+        dev_scores, _ = evaluate(model, data["valid"], text, session.vocab, train_cfg, device)
+        test_scores, test_pred = evaluate(model, data["test"], text, session.vocab, train_cfg, device)
+    metrics = {
+        "model": req.model,
+        "dataset": req.dataset,
+        "seed": train_cfg.seed,
+        "best_epoch": summary["best_epoch"],
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "valid": dev_scores,
+        "test": test_scores,
+    }
+    run.finish(metrics, splits["test"], test_pred)
+    run.log({"event": "end", "best_epoch": summary["best_epoch"], "test_f1": test_scores[PRIMARY]["f1"]})
+    console.print(
+        metrics_table(test_scores, f"{req.model} seed {train_cfg.seed}: test (best dev epoch {summary['best_epoch']})")
+    )
+    console.print(f"run directory: {run.path}")
+    return metrics
+
+
 def _summarise(results: list[dict], req: TrainRequest, console: Console) -> None:
-    base = req.out if req.out is not None else Path("runs") / req.dataset / req.model
     rows = {}
     for split in ("valid", "test"):
         for key in ("precision", "recall", "f1"):
@@ -178,17 +244,15 @@ def _summarise(results: list[dict], req: TrainRequest, console: Console) -> None
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "values": values,
             }
-    rundir.write_json(base / "summary.json", {"seeds": [m["seed"] for m in results], **rows})
-    table = Table(
-        title=f"{req.model} on {req.dataset}: {len(results)} seeds (mean ± std)", title_justify="left"
-    )
+    RunDir(req.seeds_dir).write_json("summary.json", {"seeds": [m["seed"] for m in results], **rows})
+    table = Table(title=f"{req.model} on {req.dataset}: {len(results)} seeds (mean ± std)", title_justify="left")
     for column in ("split", "P", "R", "F1"):
         table.add_column(column, justify="right")
     for split in ("valid", "test"):
         table.add_row(
             split,
             *(
-                f"{100 * rows[f'{split}_{k}']['mean']:.2f} ± {100 * rows[f'{split}_{k}']['std']:.2f}"
+                f"{pct(rows[f'{split}_{k}']['mean'])} ± {pct(rows[f'{split}_{k}']['std'])}"
                 for k in ("precision", "recall", "f1")
             ),
         )

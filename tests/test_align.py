@@ -8,11 +8,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import transformers
 
-import pipeline.data.tokenizer as tokenizer_module
-from pipeline.data.align import Aligner
-from pipeline.data.tokenizer import load_tokenizer
-from pipeline.errors import ConfigError
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.text.align import Aligner
+from umt.pipeline.text.hf import load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +103,9 @@ def test_windows_of_the_paper_length_on_a_long_post(tokenizer):
 
 def test_empty_post_and_bad_settings(tokenizer):
     assert Aligner(tokenizer).windows([]) == []
-    with pytest.raises(ValueError, match="no room"):
+    with pytest.raises(ConfigError, match="no room"):
         Aligner(tokenizer, max_length=2)
-    with pytest.raises(ValueError, match="stride"):
+    with pytest.raises(ConfigError, match="stride"):
         Aligner(tokenizer, max_length=12, stride=10)
 
 
@@ -131,9 +131,17 @@ def test_a_file_is_not_a_model_folder(tmp_path):
 
 
 def test_folder_without_a_vocabulary_is_refused(tmp_path):
-    """Such a folder loads as a fast tokenizer with only its 5 special tokens."""
+    """Such a folder would load as a fast tokenizer with only its 5 special tokens: say what it lacks."""
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}))
-    with pytest.raises(ConfigError, match="only 5 entries"):
+    with pytest.raises(ConfigError, match=r"lacks config.json .* and a tokenizer .*holds: tokenizer_config.json"):
+        load_tokenizer(str(tmp_path))
+
+
+def test_a_degenerate_vocabulary_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}))
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nword\n")
+    with pytest.raises(ConfigError, match="only 6 entries"):
         load_tokenizer(str(tmp_path))
 
 
@@ -141,14 +149,16 @@ def test_hub_name_that_cannot_be_fetched_says_how_to_pass_a_folder(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
-    monkeypatch.setattr(tokenizer_module.AutoTokenizer, "from_pretrained", offline)
-    with pytest.raises(ConfigError, match="offline.*local model folder"):
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
+    with pytest.raises(ConfigError, match="offline.*--encoder DIR"):
         load_tokenizer("bert-base-cased")
 
 
 def test_slow_tokenizer_is_refused(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(
-        tokenizer_module.AutoTokenizer, "from_pretrained", lambda *a, **k: SimpleNamespace(is_fast=False)
+        transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: SimpleNamespace(is_fast=False)
     )
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(ConfigError, match="slow"):
         load_tokenizer(str(tmp_path))

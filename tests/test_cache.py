@@ -19,15 +19,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cache import FeatureCache, Status, UnknownImageError, default_cache_path
-from cache.format import CacheWriter
-from cache.lock import exclusive_lock, lock_path
-from cache.manifest import dumps, ids_digest, mismatches
-from cache.merge import merge_shards
-from cache.workdir import Plan, WorkDir
-from pipeline.errors import CacheError
-from stages.cache_tools import info
-from stages.extract_config import InfoConfig
+from umt.cache import FeatureCache, Status, UnknownImageError, default_cache_path
+from umt.cache.format import CacheWriter
+from umt.cache.lock import exclusive_lock, lock_path
+from umt.cache.manifest import dumps, ids_digest, mismatches
+from umt.cache.merge import merge_shards
+from umt.cache.workdir import Plan, WorkDir
+from umt.pipeline.errors import CacheError
+from umt.stages import cache_info
+from umt.stages.requests import CacheInfoRequest
 
 GRID_SHAPE = (7, 7, 2048)
 
@@ -304,7 +304,7 @@ def test_merge_refuses_incomplete_conflicting_or_mismatched_shards(tmp_path: Pat
 def test_info_prints_manifest_counts_size_and_failures(small_cache, capsys):
     from rich.console import Console
 
-    info(InfoConfig(path=small_cache[0]), console=Console(width=200))
+    cache_info.run(CacheInfoRequest(path=small_cache[0]), console=Console(width=200))
     shown = capsys.readouterr().out
     assert "resnet152" in shown and "MB on disk" in shown
     assert "missing because of test" in shown and "unreadable because of test" in shown
@@ -315,4 +315,4 @@ def test_info_explains_an_unfinished_extraction(tmp_path: Path):
     out = tmp_path / "x.h5"
     WorkDir.open(tmp_path / "x.h5.partial", Plan(["a", "b", "c"], 2, (1, 1), {}))
     with pytest.raises(CacheError, match=r"unfinished extraction .* \(0 of 2 chunks done\)"):
-        info(InfoConfig(path=out))
+        cache_info.run(CacheInfoRequest(path=out))

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.heads.crf import CRFHead
-from pipeline.heads.softmax import SoftmaxHead
+from umt.pipeline.heads.crf import CRFHead
+from umt.pipeline.heads.softmax import SoftmaxHead
 
 NUM_TAGS = 3
 MAX_WORDS = 4

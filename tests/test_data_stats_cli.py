@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import cli
-from pipeline.data.datasets import SPLITS, load_dataset
-from pipeline.data.synthetic import MISSING_PER_SPLIT
-from stages.data_stats import run_data_stats
+import umt.cli as cli
+from umt.pipeline.data.layout import SPLITS, load_dataset
+from umt.pipeline.data.synthetic import MISSING_PER_SPLIT
+from umt.stages import data_stats
+from umt.stages.requests import DataStatsRequest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def test_stats_count_quirky_data_the_seqeval_way(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "entities MISC" in out and "OTHER" not in out
     assert "No image folder" in out
-    stats = run_data_stats("mini", data_root=tmp_path)
+    stats = data_stats.run(DataStatsRequest("mini", data_root=tmp_path))
     train = stats[0]
     assert (train.split, train.posts, train.tokens) == ("train", 3, 10)
     assert dict(train.entities) == {"PER": 1, "MISC": 1, "LOC": 2, "ORG": 1}
@@ -57,7 +58,7 @@ def test_stats_count_quirky_data_the_seqeval_way(tmp_path, monkeypatch, capsys):
 
 
 def test_stats_count_missing_images_of_the_synthetic_sample(synthetic_root, capsys):
-    stats = run_data_stats("synth", data_root=synthetic_root)
+    stats = data_stats.run(DataStatsRequest("synth", data_root=synthetic_root))
     data = load_dataset(synthetic_root, "synth")
     for split_stats in stats[:-1]:
         assert split_stats.posts == len(data[split_stats.split])
@@ -71,7 +72,7 @@ def test_stats_with_an_explicit_image_folder(tmp_path, monkeypatch, capsys):
     pictures = tmp_path / "pics"
     pictures.mkdir()
     (pictures / "2.jpg").write_bytes(b"not checked here")
-    stats = run_data_stats("mini", data_root=tmp_path, images=pictures)
+    stats = data_stats.run(DataStatsRequest("mini", data_root=tmp_path, images=pictures))
     assert stats[0].missing_images == 2
     assert umt(monkeypatch, "data", "stats", "--dataset", "mini", "--data-root", str(tmp_path),
                "--images", str(tmp_path / "nope")) == 2  # fmt: skip
@@ -81,7 +82,7 @@ def test_stats_with_an_explicit_image_folder(tmp_path, monkeypatch, capsys):
 def test_data_root_comes_from_the_environment(tmp_path, monkeypatch):
     make_dataset(tmp_path, "mini")
     monkeypatch.setenv("UMT_DATA_ROOT", str(tmp_path))
-    assert run_data_stats("mini")[0].posts == 3
+    assert data_stats.run(DataStatsRequest("mini"))[0].posts == 3
 
 
 MALFORMED = [
@@ -114,7 +115,7 @@ def test_absent_dataset_is_one_line(tmp_path, monkeypatch, capsys):
 def test_the_real_console_script_path_prints_no_traceback(tmp_path):
     path = make_dataset(tmp_path, "bad", train=b"IMGID:1\nGeorge\tB_PER\n")
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "data", "stats", "--dataset", "bad", "--data-root", str(tmp_path)],
+        [sys.executable, "-m", "umt.cli", "data", "stats", "--dataset", "bad", "--data-root", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2

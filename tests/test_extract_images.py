@@ -20,13 +20,13 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from cache import FeatureCache
-from pipeline.data.types import Post
-from pipeline.errors import CacheError, ConfigError, UmtError
-from stages.extract_config import ExtractConfig, Shard
-from stages.extract_images import run
-from stages.extract_source import resolve_source
-from stages.image_decode import MAX_PIXELS, decode, to_rgb
+from umt.cache import FeatureCache
+from umt.pipeline.data.types import Post
+from umt.pipeline.errors import CacheError, ConfigError, UmtError
+from umt.pipeline.vision.decode import MAX_PIXELS, decode, to_rgb
+from umt.pipeline.vision.sources import resolve_source
+from umt.stages.extract_images import run
+from umt.stages.requests import ExtractRequest, Shard
 
 RNG = np.random.default_rng(7)
 
@@ -84,7 +84,7 @@ MISSING_ID = "not-there.jpg"
 
 
 @pytest.fixture(scope="module")
-def extraction(tmp_path_factory) -> tuple[Path, dict[str, str], ExtractConfig]:
+def extraction(tmp_path_factory) -> tuple[Path, dict[str, str], ExtractRequest]:
     root = tmp_path_factory.mktemp("awkward")
     images = root / "images"
     images.mkdir()
@@ -95,7 +95,7 @@ def extraction(tmp_path_factory) -> tuple[Path, dict[str, str], ExtractConfig]:
     expected[MISSING_ID] = "missing"
     ids_file = root / "ids.txt"
     ids_file.write_text("\n".join([*expected, "", "rgb.jpg"]) + "\n")  # blank line and a duplicate
-    config = ExtractConfig(
+    config = ExtractRequest(
         images=images, ids_from=ids_file, out=root / "feats.h5", weights="random", batch_size=4, num_workers=1
     )
     out = run(config, console=Console(file=io.StringIO())).path
@@ -149,7 +149,7 @@ def test_same_command_again_is_up_to_date_and_strict_fails(extraction):
     run(config, console=Console(file=shown, width=200))
     assert "up to date" in shown.getvalue() and "not-there.jpg" in shown.getvalue()
     assert out.stat().st_mtime_ns == before
-    config_strict = ExtractConfig(**{**vars(config), "strict": True})
+    config_strict = ExtractRequest(**{**vars(config), "strict": True})
     with pytest.raises(UmtError, match="6 of 14 images have no features"):
         run(config_strict, console=Console(file=io.StringIO()))
 
@@ -157,7 +157,7 @@ def test_same_command_again_is_up_to_date_and_strict_fails(extraction):
 def test_existing_cache_with_other_settings_is_refused(extraction):
     out, _, config = extraction
     with pytest.raises(CacheError, match="dtype: expected 'float32', found 'float16'.*--overwrite"):
-        run(ExtractConfig(**{**vars(config), "dtype": "float32"}), console=Console(file=io.StringIO()))
+        run(ExtractRequest(**{**vars(config), "dtype": "float32"}), console=Console(file=io.StringIO()))
 
 
 def test_float32_storage(tmp_path: Path):
@@ -165,7 +165,7 @@ def test_float32_storage(tmp_path: Path):
     images.mkdir()
     photo().save(images / "a.jpg")
     out = run(
-        ExtractConfig(images=images, out=tmp_path / "f32.h5", weights="random", dtype="float32", num_workers=0),
+        ExtractRequest(images=images, out=tmp_path / "f32.h5", weights="random", dtype="float32", num_workers=0),
         console=Console(file=io.StringIO()),
     ).path
     with h5py.File(out, "r") as f:
@@ -175,7 +175,7 @@ def test_float32_storage(tmp_path: Path):
 
 
 def test_dataset_mode_uses_the_distinct_ids_of_all_splits(tmp_path: Path, monkeypatch):
-    from pipeline.data import datasets
+    from umt.pipeline.data import layout as datasets
     posts = {
         "train": [Post(["x"], ["O"], "b"), Post(["y"], ["O"], None)],
         "valid": [Post(["z"], ["O"], "a")],
@@ -186,7 +186,7 @@ def test_dataset_mode_uses_the_distinct_ids_of_all_splits(tmp_path: Path, monkey
     images.mkdir()
     photo().save(images / "a.jpg")  # "b" has no file
     out = run(
-        ExtractConfig(dataset="tiny", data_root=tmp_path, weights="random", num_workers=0),
+        ExtractRequest(dataset="tiny", data_root=tmp_path, weights="random", num_workers=0),
         console=Console(file=io.StringIO()),
     ).path
     assert out == tmp_path / "tiny_resnet152.h5"
@@ -221,18 +221,18 @@ def test_weights_file_errors_are_clear(tmp_path: Path):
     images = tmp_path / "img"
     images.mkdir()
     photo().save(images / "a.jpg")
-    base = ExtractConfig(images=images, out=tmp_path / "w.h5", num_workers=0)
+    base = ExtractRequest(images=images, out=tmp_path / "w.h5", num_workers=0)
     quiet = Console(file=io.StringIO())
     with pytest.raises(ConfigError, match="no such file; use 'imagenet', 'random'"):
-        run(ExtractConfig(**{**vars(base), "weights": str(tmp_path / "absent.pth")}), console=quiet)
+        run(ExtractRequest(**{**vars(base), "weights": str(tmp_path / "absent.pth")}), console=quiet)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="not a PyTorch state_dict file"):
-        run(ExtractConfig(**{**vars(base), "weights": str(junk)}), console=quiet)
+        run(ExtractRequest(**{**vars(base), "weights": str(junk)}), console=quiet)
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, wrong)
     with pytest.raises(ConfigError, match="does not fit torchvision's resnet152"):
-        run(ExtractConfig(**{**vars(base), "weights": str(wrong)}), console=quiet)
+        run(ExtractRequest(**{**vars(base), "weights": str(wrong)}), console=quiet)
     assert not (tmp_path / "w.h5.partial").exists() and not (tmp_path / "w.h5").exists()
 
 
@@ -240,7 +240,7 @@ def test_weights_file_is_loaded_folded_and_hashed(tmp_path: Path):
     """A state_dict from a file drives the grid: compare with torchvision's own unfolded network."""
     import torchvision
 
-    from stages.backbone import build_extractor, weights_identity
+    from umt.pipeline.vision.backbone import build_extractor, weights_identity
 
     torch.manual_seed(1)
     resnet = torchvision.models.resnet152(weights=None).eval()
@@ -278,7 +278,7 @@ def test_offline_imagenet_is_one_clear_error(tmp_path: Path, monkeypatch, capsys
     monkeypatch.setattr(
         sys, "argv", ["umt", "extract-images", "--images", str(images), "--out", str(tmp_path / "i.h5")]
     )
-    import cli
+    import umt.cli as cli
 
     with pytest.raises(SystemExit) as exited:
         cli.main()
@@ -291,23 +291,23 @@ def test_offline_imagenet_is_one_clear_error(tmp_path: Path, monkeypatch, capsys
 def test_option_errors(tmp_path: Path):
     quiet = Console(file=io.StringIO())
     with pytest.raises(ConfigError, match="--out FILE is required"):
-        run(ExtractConfig(images=tmp_path), console=quiet)
+        run(ExtractRequest(images=tmp_path), console=quiet)
     with pytest.raises(ConfigError, match="say which images"):
-        run(ExtractConfig(), console=quiet)
+        run(ExtractRequest(), console=quiet)
     with pytest.raises(ConfigError, match="does not exist"):
-        run(ExtractConfig(images=tmp_path / "nope", out=tmp_path / "x.h5"), console=quiet)
+        run(ExtractRequest(images=tmp_path / "nope", out=tmp_path / "x.h5"), console=quiet)
     with pytest.raises(ConfigError, match="no image ids"):
-        run(ExtractConfig(images=tmp_path, out=tmp_path / "x.h5"), console=quiet)
+        run(ExtractRequest(images=tmp_path, out=tmp_path / "x.h5"), console=quiet)
     with pytest.raises(ConfigError, match="--dtype"):
-        run(ExtractConfig(images=tmp_path, out=tmp_path / "x.h5", dtype="int8"), console=quiet)
+        run(ExtractRequest(images=tmp_path, out=tmp_path / "x.h5", dtype="int8"), console=quiet)
     for bad in ("3/2", "0/2", "1-2", "a/b"):
-        with pytest.raises(ConfigError, match="--shard"):
+        with pytest.raises(CacheError, match="--shard"):
             Shard.parse(bad)
     assert Shard.parse("2/4").path_for(Path("d/feats.h5")) == Path("d/feats.shard-2-of-4.h5")
 
 
 def test_cli_cache_info(extraction, capsys, monkeypatch):
-    import cli
+    import umt.cli as cli
 
     monkeypatch.setattr(sys, "argv", ["umt", "cache", "info", str(extraction[0])])
     with pytest.raises(SystemExit) as exited:
@@ -324,5 +324,5 @@ def test_folder_mode_lists_image_files_and_broken_links(tmp_path: Path):
         (images / name).write_bytes(b"x")
     (images / "folder.jpg").mkdir()
     (images / "gone.jpg").symlink_to(images / "deleted.jpg")
-    source = resolve_source(ExtractConfig(images=images, out=tmp_path / "f.h5"))
+    source = resolve_source(images=images, out=tmp_path / "f.h5")
     assert source.ids == ["a.jpg", "b.PNG", "c.tiff", "gone.jpg"]

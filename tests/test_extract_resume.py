@@ -17,14 +17,14 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from cache.format import CacheWriter
-from cache.lock import exclusive_lock
-from cache.manifest import identity
-from cache.merge import merge_shards
-from cache.workdir import WorkDir
-from pipeline.errors import CacheError
-from stages.extract_config import ExtractConfig, Shard
-from stages.extract_images import run
+from umt.cache.format import CacheWriter
+from umt.cache.lock import exclusive_lock
+from umt.cache.manifest import identity
+from umt.cache.merge import merge_shards
+from umt.cache.workdir import WorkDir
+from umt.pipeline.errors import CacheError
+from umt.stages.extract_images import run
+from umt.stages.requests import ExtractRequest, Shard
 
 BATCH = 2
 NUM_IMAGES = 6
@@ -67,9 +67,9 @@ def images(tmp_path_factory) -> Path:
     return folder
 
 
-def config_for(images: Path, out: Path, **changes) -> ExtractConfig:
-    base = ExtractConfig(images=images, out=out, weights="random", batch_size=BATCH, num_workers=1)
-    return ExtractConfig(**{**vars(base), **changes})
+def config_for(images: Path, out: Path, **changes) -> ExtractRequest:
+    base = ExtractRequest(images=images, out=out, weights="random", batch_size=BATCH, num_workers=1)
+    return ExtractRequest(**{**vars(base), **changes})
 
 
 def quiet() -> Console:
@@ -130,7 +130,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(images, reference, tmp
     out = tmp_path / "feats.h5"
     partial = tmp_path / "feats.h5.partial"
     command = [
-        sys.executable, "-m", "cli", "extract-images", "--images", str(images), "--out", str(out),
+        sys.executable, "-m", "umt.cli", "extract-images", "--images", str(images), "--out", str(out),
         "--weights", "random", "--batch-size", str(BATCH), "--num-workers", "1",
     ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

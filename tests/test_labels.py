@@ -8,7 +8,7 @@ import pytest
 import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
-from pipeline.labels import (
+from umt.pipeline.labels import (
     ESD_LABELS,
     LabelVocab,
     bio_to_spans,

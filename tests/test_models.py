@@ -9,11 +9,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pipeline.batch import Batch
-from pipeline.errors import ConfigError
-from pipeline.labels import ESD_LABELS, LabelVocab, bio_to_spans, esd_tag
-from pipeline.models import ModelConfig, build_model, model_names, model_spec
-from pipeline.tiny import SPECIAL_TOKENS, build_tiny_encoder
+from umt.pipeline.batch import Batch, SubwordInputs
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.labels import ESD_LABELS, LabelVocab, bio_to_spans, esd_tag
+from umt.pipeline.models import ModelConfig, get_recipe, model_names
+from umt.pipeline.tiny import SPECIAL_TOKENS, build_tiny_encoder
+from umt.pipeline.train_config import TrainConfig
 
 HIDDEN = 32
 HEADS = 4
@@ -95,7 +96,8 @@ def _collate(windows, images: torch.Tensor | None, image_mask: torch.Tensor) -> 
         word_mask[b, : len(words)] = True
         labels[b, : len(tags)] = torch.tensor(VOCAB.encode(tags))
         esd_labels[b, : len(tags)] = torch.tensor([ESD_LABELS.index(esd_tag(t)) for t in tags])
-    return Batch(input_ids, attention_mask, word_index, word_mask, labels, esd_labels, images, image_mask)
+    text = SubwordInputs(input_ids, attention_mask, word_index)
+    return Batch(text, word_mask, labels, esd_labels, images, image_mask)
 
 
 def _batch(seed: int, size: int, images: str = "all") -> Batch:
@@ -112,6 +114,12 @@ def _batch(seed: int, size: int, images: str = "all") -> Batch:
     return _collate(windows, grids, mask)
 
 
+def build_model(name: str, config: ModelConfig, vocab: LabelVocab) -> torch.nn.Module:
+    """What training does: the recipe's text side builds the encoder, the recipe the model."""
+    recipe = get_recipe(name)
+    return recipe.build(config, vocab, recipe.text_side().create(config, TrainConfig(), []))
+
+
 def _build(name: str, encoder: str, seed: int = 0, **kw) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model(name, _config(encoder, **kw), VOCAB)
@@ -122,9 +130,9 @@ def _build(name: str, encoder: str, seed: int = 0, **kw) -> torch.nn.Module:
 
 def test_registry_has_the_zoo_and_refuses_unknown_names():
     assert model_names() == list(ALL_MODELS)
-    assert [model_spec(n).multimodal for n in ALL_MODELS] == [False, False] + [True] * 6
+    assert [get_recipe(n).multimodal for n in ALL_MODELS] == [False, False] + [True] * 6
     with pytest.raises(ConfigError, match="unknown model 'umt-xl'.*bert-crf.*umt-no-visual-gate"):
-        model_spec("umt-xl")
+        get_recipe("umt-xl")
 
 
 def test_a_name_fixes_its_switches_and_refuses_contradicting_ones(encoder):
@@ -169,7 +177,7 @@ def test_heads_must_divide_the_encoder_width(encoder):
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_model_trains_and_decodes(name, images, encoder):
     model = _build(name, encoder)
-    assert model.multimodal == model_spec(name).multimodal
+    assert model.multimodal == get_recipe(name).multimodal
     batch = _batch(seed=1, size=4, images=images)
     loss = model(batch)
     assert loss.ndim == 0 and torch.isfinite(loss)

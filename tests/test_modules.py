@@ -9,14 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError
-from pipeline.heads.conversion import LabelConversion
-from pipeline.labels import LabelVocab, conversion_matrix
-from pipeline.modules.encoders import TextEncoder, gather_words
-from pipeline.modules.mmi import MultimodalInteraction
-from pipeline.modules.transformer import MultiHeadAttention, TransformerLayer
-from pipeline.modules.visual import VisualProjection
-from pipeline.tiny import build_tiny_encoder
+from umt.pipeline.batch import SubwordInputs
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.heads.conversion import LabelConversion
+from umt.pipeline.labels import LabelVocab, conversion_matrix
+from umt.pipeline.modules.encoders import PretrainedEncoder, gather_words
+from umt.pipeline.modules.mmi import MultimodalInteraction
+from umt.pipeline.modules.transformer import MultiHeadAttention, TransformerLayer
+from umt.pipeline.modules.visual import VisualProjection
+from umt.pipeline.text.hf import is_local_path, load_encoder_model
+from umt.pipeline.tiny import build_tiny_encoder
 
 D = 16
 HEADS = 4
@@ -165,21 +167,42 @@ def encoder_folder(tmp_path_factory):
 
 
 def test_text_encoder_from_folder_with_or_without_its_weights(encoder_folder):
-    pretrained = TextEncoder.load(str(encoder_folder))
-    random = TextEncoder.load(str(encoder_folder), pretrained=False)
+    pretrained = PretrainedEncoder(load_encoder_model(str(encoder_folder)))
+    random = PretrainedEncoder(load_encoder_model(str(encoder_folder), pretrained=False))
     assert pretrained.hidden_size == random.hidden_size == 32
     saved = pretrained.model.embeddings.word_embeddings.weight
     assert not torch.equal(saved, random.model.embeddings.word_embeddings.weight)
     ids = torch.tensor([[2, 10, 11, 3, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 0]])
-    assert pretrained.eval()(ids, mask).shape == (1, 5, 32)
+    states = pretrained.eval()(SubwordInputs(ids, mask, torch.tensor([[1, 2]])))
+    assert states.states.shape == (1, 5, 32) and states.words().shape == (1, 2, 32)
+    assert states.mask.tolist() == [[True, True, True, True, False]]
 
 
 def test_text_encoder_errors_are_config_errors(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="does not exist"):
-        TextEncoder.load(str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match="no config.json"):
-        TextEncoder.load(str(tmp_path))
+        load_encoder_model(str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="is empty"):
+        load_encoder_model(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"lacks a tokenizer .* and weights .*holds: config.json"):
+        load_encoder_model(str(tmp_path))
     monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: True)
     with pytest.raises(ConfigError, match="offline.*--encoder DIR"):
-        TextEncoder.load("umt-tests/no-such-encoder")
+        load_encoder_model("umt-tests/no-such-encoder")
+
+
+@pytest.mark.parametrize(
+    "name, local",
+    [
+        ("bert-base-cased", False),
+        ("dslim/bert-base-NER", False),  # owner/name: a hub id unless such a folder exists
+        ("./bert", True),
+        ("/models/bert", True),
+        ("~/bert", True),
+        ("models/bert/v1", True),
+        ("bert/", True),
+    ],
+)
+def test_one_rule_for_local_folders_and_hub_ids(name, local):
+    assert is_local_path(name) is local

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data.datasets import (
+from umt.pipeline.data.jsonl import read_jsonl
+from umt.pipeline.data.layout import (
     DATA_ROOT_ENV,
     default_data_root,
     images_dir,
@@ -14,9 +15,8 @@ from pipeline.data.datasets import (
     load_split,
     read_posts,
 )
-from pipeline.data.jsonl import read_jsonl
-from pipeline.data.twitter import read_twitter
-from pipeline.errors import DataFormatError, UmtError
+from umt.pipeline.data.twitter import read_twitter
+from umt.pipeline.errors import DataFormatError, UmtError
 
 TWO_TWEETS = "IMGID:11\nGeorge\tB-PER\nZimmerman\tI-PER\nsaid\tO\n\nIMGID:12\nin\tO\nParis\tB-LOC\n"
 
@@ -148,7 +148,10 @@ JSONL_ERRORS = [
     ("[[[\n", 1, "invalid JSON"),
     ("[" * 100_000 + "\n", 1, "nested too deeply"),
     ('["a", "b"]\n', 1, "expected a JSON object"),
-    ('{"words": ["a"]}\n', 1, "missing 'tokens'"),
+    ('{"words": ["a"]}\n', 1, "unknown key 'words'"),
+    ('{"labels": ["O"]}\n', 1, "missing 'tokens'"),
+    ('{"tokens": ["a"], "image_id": "1.jpg"}\n', 1, "unknown key 'image_id' (did you mean 'image'?)"),
+    ('{"tokens": ["a"], "label": ["O"]}\n', 1, "unknown key 'label' (did you mean 'labels'?)"),
     ('{"tokens": "a b"}\n', 1, "'tokens' must be a list of non-empty strings"),
     ('{"tokens": ["a", 3]}\n', 1, "'tokens' must be a list"),
     ('{"tokens": ["a", ""]}\n', 1, "'tokens' must be a list"),

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
-from pipeline.data.datasets import SPLITS, images_dir, load_dataset
-from pipeline.data.images import resolve_image
-from pipeline.data.synthetic import (
+from umt.pipeline.data.images import resolve_image
+from umt.pipeline.data.layout import SPLITS, images_dir, load_dataset
+from umt.pipeline.data.synthetic import (
     AMBIGUOUS_NAMES,
     DEFAULT_SIZES,
     MISSING_PER_SPLIT,
@@ -23,7 +23,7 @@ from pipeline.data.synthetic import (
     generate_synthetic,
     sample_words,
 )
-from pipeline.labels import bio_to_spans
+from umt.pipeline.labels import bio_to_spans
 
 NAME = "synth"
 SMALL = {"n_train": 30, "n_valid": 10, "n_test": 10}

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from pipeline import rundir
-from pipeline.batch import Batch
-from pipeline.data.align import Aligner
-from pipeline.data.dataset import Collator, MnerDataset
-from pipeline.data.tokenizer import load_tokenizer
-from pipeline.data.types import Post
-from pipeline.errors import ConfigError, UmtError
-from pipeline.labels import LabelVocab
-from pipeline.metrics import score
-from pipeline.models.config import ModelConfig
-from pipeline.predict import predict_posts
-from pipeline.runs import apply_overrides
-from pipeline.train_config import TrainConfig
-from stages.evaluate import evaluate_run
-from stages.train import TrainRequest, train
+from umt.cli import parse_overrides
+from umt.pipeline.batch import Batch
+from umt.pipeline.data.batching import Collator, MnerDataset
+from umt.pipeline.data.types import Post
+from umt.pipeline.errors import ConfigError, UmtError
+from umt.pipeline.labels import LabelVocab
+from umt.pipeline.metrics import score
+from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.predict import predict_posts
+from umt.pipeline.run_dir import RunDir
+from umt.pipeline.text.subword import SubwordTextSide
+from umt.pipeline.train_config import TrainConfig
+from umt.stages import evaluate, train
+from umt.stages.requests import EvalRequest, TrainRequest
 
 PEOPLE = ["Anna", "Brian", "Chloe", "Dmitri", "Elena", "Farid"]
 PLACES = ["Paris", "Lagos", "Osaka", "Quito", "Oslo", "Perth"]
@@ -83,14 +83,14 @@ def test_metrics_default_and_strict_schemes():
 
 
 def test_overrides_are_typed_and_checked():
-    model_cfg, train_cfg = apply_overrides(
-        ModelConfig(), TrainConfig(), ["esd_weight=0.3", "epochs=2", "conversion_trainable=false"]
-    )
-    assert model_cfg.esd_weight == 0.3 and train_cfg.epochs == 2 and model_cfg.conversion_trainable is False
+    overrides = parse_overrides(["esd_weight=0.3", "epochs=2", "conversion_trainable=false"])
+    assert overrides == {"model": {"esd_weight": 0.3, "conversion_trainable": False}, "train": {"epochs": 2}}
     with pytest.raises(ConfigError, match="unknown setting"):
-        apply_overrides(ModelConfig(), TrainConfig(), ["no_such_thing=1"])
-    with pytest.raises(ConfigError, match="expected a int|expected true or false"):
-        apply_overrides(ModelConfig(), TrainConfig(), ["epochs=many"])
+        parse_overrides(["no_such_thing=1"])
+    with pytest.raises(ConfigError, match="expected an int"):
+        parse_overrides(["epochs=many"])
+    with pytest.raises(ConfigError, match="expected true or false"):
+        parse_overrides(["crf=maybe"])
 
 
 class _PositionTagger(torch.nn.Module):
@@ -106,15 +106,14 @@ class _PositionTagger(torch.nn.Module):
 
 
 def test_long_posts_get_one_prediction_per_word(tiny_encoder_dir):
-    tokenizer = load_tokenizer(str(tiny_encoder_dir))
+    text = SubwordTextSide.create(ModelConfig(encoder=str(tiny_encoder_dir)), TrainConfig(max_length=24, stride=6), [])
     vocab = LabelVocab.from_types(["PER", "LOC"])
     rng = random.Random(1)
     posts = [Post([rng.choice(FILLER + PEOPLE) for _ in range(n)], None, None) for n in (3, 40, 95, 7)]
     posts[1].tokens[5] = "\u200b"  # a word with no sub-word pieces still gets a tag
-    aligner = Aligner(tokenizer, max_length=24, stride=6)
-    dataset = MnerDataset(posts, aligner, vocab)
+    dataset = MnerDataset(posts, text, vocab)
     assert len(dataset) > len(posts)  # the long posts really were split into windows
-    loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=Collator(tokenizer.pad_token_id, False))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=Collator(text, False))
     tags = predict_posts(_PositionTagger(len(vocab)), loader, len(posts), [len(p) for p in posts], vocab, "cpu")
     for post, row in zip(posts, tags, strict=True):
         assert row == [vocab.labels[j % len(vocab)] for j in range(len(post.tokens))]
@@ -122,46 +121,45 @@ def test_long_posts_get_one_prediction_per_word(tiny_encoder_dir):
 
 def test_train_writes_a_run_that_reloads_to_the_same_scores(tiny_root, tiny_encoder_dir, tmp_path):
     run = tmp_path / "run"
-    (metrics,) = train(_request(tiny_root, tiny_encoder_dir, run, epochs=4))
+    (metrics,) = train.run(_request(tiny_root, tiny_encoder_dir, run, epochs=4))
     for name in ("config.json", "labels.json", "best.pt", "metrics.json", "log.jsonl", "env.json"):
         assert (run / name).is_file(), name
-    assert (run / "encoder" / "config.json").is_file()
+    assert (run / "text" / "config.json").is_file()
     assert not (run / "last.pt").exists()  # removed once the run is finished
     assert metrics["test"]["default"]["f1"] > 0.5  # the tiny task is learnable in a few epochs
     conll = (run / "predictions_test.conll").read_text().strip().split("\n\n")
     assert len(conll) == 12
-    again = evaluate_run(run, split="test")
+    again = evaluate.run(EvalRequest(run, split="test"))
     assert again["default"] == metrics["test"]["default"]
     assert again["strict_iob2"] == metrics["test"]["strict_iob2"]
     with pytest.raises(ConfigError, match="already holds a run"):
-        train(_request(tiny_root, tiny_encoder_dir, run))
+        train.run(_request(tiny_root, tiny_encoder_dir, run))
 
 
 def test_resume_equals_uninterrupted(tiny_root, tiny_encoder_dir, tmp_path):
-    full = train(_request(tiny_root, tiny_encoder_dir, tmp_path / "full", model="umt", no_images=True))[0]
+    full = train.run(_request(tiny_root, tiny_encoder_dir, tmp_path / "full", model="umt", no_images=True))[0]
     partial = tmp_path / "partial"
-    assert train(
+    assert train.run(
         _request(tiny_root, tiny_encoder_dir, partial, model="umt", no_images=True), stop_after_epoch=lambda e: e == 0
     ) == []
     assert (partial / "last.pt").is_file() and not (partial / "metrics.json").exists()
-    resumed = train(_request(tiny_root, tiny_encoder_dir, partial, model="umt", no_images=True, resume=True))[0]
+    resumed = train.run(_request(tiny_root, tiny_encoder_dir, partial, model="umt", no_images=True, resume=True))[0]
     assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
-    a = rundir.load_torch(tmp_path / "full" / "best.pt")["model"]
-    b = rundir.load_torch(partial / "best.pt")["model"]
+    a = RunDir(tmp_path / "full").best_weights()
+    b = RunDir(partial).best_weights()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_multimodal_model_without_a_cache_points_to_extract_images(tiny_root, tiny_encoder_dir, tmp_path):
     with pytest.raises(ConfigError, match="extract-images"):
-        train(_request(tiny_root, tiny_encoder_dir, tmp_path / "mm", model="mt", epochs=1))
+        train.run(_request(tiny_root, tiny_encoder_dir, tmp_path / "mm", model="mt", epochs=1))
 
 
 def test_several_seeds_write_one_run_each_and_a_summary(tiny_root, tiny_encoder_dir, tmp_path):
-    request = _request(tiny_root, tiny_encoder_dir, tmp_path / "seeds", epochs=1)
-    request.seeds = [1, 2]
-    results = train(request)
+    request = replace(_request(tiny_root, tiny_encoder_dir, tmp_path / "seeds", epochs=1), seeds=(1, 2))
+    results = train.run(request)
     assert [m["seed"] for m in results] == [1, 2]
-    summary = rundir.read_json(tmp_path / "seeds" / "summary.json")
+    summary = RunDir(tmp_path / "seeds").read_json("summary.json")
     f1s = [m["test"]["default"]["f1"] for m in results]
     assert summary["test_f1"]["values"] == f1s
     assert summary["test_f1"]["mean"] == pytest.approx(sum(f1s) / 2)
@@ -175,7 +173,6 @@ def test_training_data_without_labels_is_refused_at_its_line(tiny_encoder_dir, t
     (folder / "train.jsonl").write_text(labelled + '{"tokens": ["so", "happy"]}\n' + labelled)
     (folder / "valid.jsonl").write_text(labelled)
     (folder / "test.jsonl").write_text(labelled)
-    request = _request(tmp_path / "data", tiny_encoder_dir, tmp_path / "run", epochs=1)
-    request.dataset = "mixed"
+    request = replace(_request(tmp_path / "data", tiny_encoder_dir, tmp_path / "run", epochs=1), dataset="mixed")
     with pytest.raises(UmtError, match=r"train\.jsonl:2: post has no labels"):
-        train(request)
+        train.run(request)

@@ -5,21 +5,37 @@
 ``tokens`` is required (a non-empty list of non-empty strings). ``labels`` is optional: leave
 it out (or null) for posts to be tagged; when present it has one BIO2 label per token.
 ``image`` is optional: an image id resolved against the image folder, or a path; leave it out
-(or null) for a post without an image. Other keys (an id, the raw text) are ignored. Blank
-lines are skipped. Every problem is reported with the file and line.
+(or null) for a post without an image. A post may also carry ``id`` and ``text`` (kept for
+people, not read). Any other key is an error with a did-you-mean suggestion: a misspelt key
+(``image_id``, ``label``) would otherwise be silently ignored and, for ``image``, train a
+multimodal model with every image absent. Blank lines are skipped. Every problem is reported
+with the file and line.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
-from pipeline.data.textfile import read_lines
-from pipeline.data.types import Post
-from pipeline.errors import DataFormatError
-from pipeline.labels import normalize_label
+from umt.pipeline.data.textfile import read_lines
+from umt.pipeline.data.types import Post
+from umt.pipeline.errors import DataFormatError
+from umt.pipeline.labels import normalize_label
 
 TOKENS, LABELS, IMAGE = "tokens", "labels", "image"
+#: Keys a post may carry that the reader does not use.
+INFORMATIONAL = ("id", "text")
+KNOWN_KEYS = (TOKENS, LABELS, IMAGE, *INFORMATIONAL)
+
+
+def _unknown_key(key: str) -> str:
+    close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (
+        f"unknown key '{key}'{hint}; a post has '{TOKENS}', optionally '{LABELS}' and '{IMAGE}', and may carry "
+        f"{' and '.join(repr(k) for k in INFORMATIONAL)}. Other layouts: umt data import --help"
+    )
 
 
 def _string_list(value: object, key: str) -> list[str]:
@@ -32,6 +48,9 @@ def _post(record: object, origin: str) -> Post:
     """A Post from one decoded line; ValueError says what is wrong with it."""
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object with '{TOKENS}', found {type(record).__name__}")
+    unknown = [key for key in record if key not in KNOWN_KEYS]
+    if unknown:
+        raise ValueError(_unknown_key(unknown[0]))
     if TOKENS not in record:
         raise ValueError(f"missing '{TOKENS}'")
     tokens = _string_list(record[TOKENS], TOKENS)

@@ -54,10 +54,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from pipeline.data.datasets import SPLITS, dataset_dir, images_dir
-from pipeline.data.twitter import IMAGE_PREFIX, SEPARATOR
-from pipeline.data.types import Post
-from pipeline.labels import BEGIN, INSIDE, OUTSIDE, PREFIX_SEPARATOR
+from umt.pipeline.data.layout import SPLITS, dataset_dir, images_dir
+from umt.pipeline.data.twitter import IMAGE_PREFIX, SEPARATOR
+from umt.pipeline.data.types import Post
+from umt.pipeline.labels import BEGIN, INSIDE, OUTSIDE, PREFIX_SEPARATOR
 
 PLACEHOLDER = "{}"
 ZERO_WIDTH_SPACE = "\u200b"

@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.data.textfile import read_lines
-from pipeline.data.types import Post
-from pipeline.errors import DataFormatError
-from pipeline.labels import normalize_label
+from umt.pipeline.data.textfile import read_lines
+from umt.pipeline.data.types import Post
+from umt.pipeline.errors import DataFormatError
+from umt.pipeline.labels import normalize_label
 
 IMAGE_PREFIX = "IMGID:"
 SEPARATOR = "\t"

@@ -8,15 +8,14 @@ starting point. It matters when the features' scale is far from the encoder's, a
 untrained backbone (``--weights random``: values around 1e7), which the demo uses.
 
 The statistics are computed once per run from the training split, stored in the run
-directory (``visual_stats.pt``) and applied again when the run is reopened, so evaluation and
-prediction see exactly the features training saw.
+directory (``visual_stats.pt``, see ``umt.pipeline.run_dir``) and applied again when the run is
+reopened, so evaluation and prediction see exactly the features training saw.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -30,16 +29,12 @@ class VisualStats:
     std: torch.Tensor  # (2048,)
     images: int
 
-    def save(self, path: Path) -> None:
-        from pipeline.rundir import save_torch
-
-        save_torch(path, {"mean": self.mean, "std": self.std, "images": self.images})
+    def state(self) -> dict:
+        """What a run directory stores (``RunDir.save_visual_stats``)."""
+        return {"mean": self.mean, "std": self.std, "images": self.images}
 
     @classmethod
-    def load(cls, path: Path) -> VisualStats:
-        from pipeline.rundir import load_torch
-
-        state = load_torch(path)
+    def from_state(cls, state: dict) -> VisualStats:
         return cls(state["mean"], state["std"], state["images"])
 
 
@@ -73,6 +68,9 @@ class StandardizedFeatures:
 
     def __contains__(self, image_id: object) -> bool:
         return image_id in self.features
+
+    def status(self, image_id: str) -> str:
+        return self.features.status(image_id)
 
     def get(self, image_id: str) -> tuple[torch.Tensor, bool]:
         grid, present = self.features.get(image_id)  # (49, 2048)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.heads.crf import CRFHead
-from pipeline.heads.emissions import EmissionLayer
-from pipeline.labels import ESD_LABELS
-from pipeline.modules.encoders import gather_words
-from pipeline.modules.transformer import TransformerLayer
+from umt.pipeline.heads.crf import CRFHead
+from umt.pipeline.heads.emissions import EmissionLayer
+from umt.pipeline.labels import ESD_LABELS
+from umt.pipeline.modules.encoders import TextStates
+from umt.pipeline.modules.transformer import TransformerLayer
 
 
 class SpanDetector(nn.Module):
@@ -25,12 +25,10 @@ class SpanDetector(nn.Module):
         self.emission = EmissionLayer(d, len(ESD_LABELS), dropout)  # w_ESD
         self.crf = CRFHead(len(ESD_LABELS))
 
-    def forward(
-        self, pieces: torch.Tensor, piece_mask: torch.Tensor, word_index: torch.Tensor
-    ) -> torch.Tensor:
-        """(B, L, d) C, (B, L) bool, (B, W) first-piece positions -> (B, W, |Z|) span emissions."""
-        t = self.layer(pieces, pieces, piece_mask)  # (B, L, d) T
-        return self.emission(gather_words(t, word_index))  # (B, W, |Z|)
+    def forward(self, text: TextStates) -> torch.Tensor:
+        """The encoder's C over its positions (pieces or words) -> (B, W, |Z|) span emissions."""
+        t = self.layer(text.states, text.states, text.mask)  # (B, L, d) T
+        return self.emission(text.words(t))  # (B, W, |Z|)
 
     def loss(self, emissions: torch.Tensor, labels: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         return self.crf.loss(emissions, labels, word_mask)

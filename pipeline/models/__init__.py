@@ -1,6 +1,6 @@
-"""The model zoo: ``build_model(name, config, vocab)`` for every name in ``model_names()``."""
+"""The model zoo: :func:`get_recipe` for every name in :func:`model_names`, and :func:`register`."""
 
-from pipeline.models.config import ModelConfig
-from pipeline.models.registry import ModelSpec, build_model, model_names, model_spec, register
+from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.models.registry import Recipe, get_recipe, model_names, register, registered
 
-__all__ = ["ModelConfig", "ModelSpec", "build_model", "model_names", "model_spec", "register"]
+__all__ = ["ModelConfig", "Recipe", "get_recipe", "model_names", "register", "registered"]

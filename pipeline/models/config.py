@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from pipeline.errors import ConfigError
+from umt.cache.grid import BLOCKS, CHANNELS
+from umt.pipeline.errors import ConfigError
 
 MAX_SUGGESTED_HEADS = 32  # head counts listed when heads does not divide d
 
@@ -49,8 +50,8 @@ class ModelConfig:
     dropout: float = 0.1
     esd_weight: float = 0.5
     conversion_trainable: bool = True
-    visual_dim: int = 2048
-    grid: int = 49
+    visual_dim: int = CHANNELS
+    grid: int = BLOCKS
     esd: bool = True
     conversion: bool = True
     image_aware: bool = True

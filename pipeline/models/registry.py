@@ -1,40 +1,62 @@
-"""The model zoo's registry: the keys are the names users type (``umt train --model NAME``).
+"""The recipe registry: the keys are the names users type (``umt train --model NAME``).
 
-A zoo entry is a builder (config, label vocabulary) -> model plus the switches its name fixes.
-``build_model`` applies those switches onto the config before building, so the model's own
-``config`` (what a run directory stores) always says what was built. This module stays light
-(no torch import); the zoo, which imports torch and transformers, registers itself on first use.
+A recipe is everything a model name stands for: its text side (how posts become encoder
+inputs, and how that is saved in a run directory), its model builder (config, label vocabulary,
+encoder) -> model, and the config switches its name fixes. ``build_model`` applies those
+switches onto the config before building, so the model's own ``config`` (what a run directory
+stores) always says what was built.
+
+Adding a model is its own module(s) plus one :func:`register` call; the trainer, the evaluator,
+the run directory and the CLI take it unchanged. This module stays light (no torch import): the
+zoo registers itself on first use, and a text side may be named as ``"module:Class"``, imported
+only when a model is built, so that the CLI checks a model name in milliseconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError
-from pipeline.models.config import ModelConfig
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.models.config import ModelConfig
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from pipeline.labels import LabelVocab
+    from umt.pipeline.labels import LabelVocab
+    from umt.pipeline.modules.encoders import Encoder
+    from umt.pipeline.text.base import TextSide
 
-Builder = Callable[[ModelConfig, "LabelVocab"], "nn.Module"]
+Builder = Callable[[ModelConfig, "LabelVocab", "Encoder"], "nn.Module"]
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class Recipe:
     name: str
     multimodal: bool
     help: str
+    text: type[TextSide] | str  # the class, or "module:Class" imported on first use
     builder: Builder
     fixes: dict[str, Any] = field(default_factory=dict)
 
-    def configure(self, config: ModelConfig) -> ModelConfig:
-        """The config with this entry's switches applied.
+    def text_side(self) -> type[TextSide]:
+        """The text side class (imported now if it was registered by name)."""
+        if isinstance(self.text, str):
+            module, _, attr = self.text.partition(":")
+            return getattr(importlib.import_module(module), attr)
+        return self.text
 
-        A switch the user moved off its default to a value this entry contradicts is an error,
+    @property
+    def text_kind(self) -> str:
+        return self.text_side().kind
+
+    def configure(self, config: ModelConfig) -> ModelConfig:
+        """The config with this recipe's switches applied.
+
+        A switch the user moved off its default to a value this recipe contradicts is an error,
         not a silent override (``--model bert-crf --set crf=false`` asks for bert-softmax).
         """
         defaults = ModelConfig()
@@ -47,15 +69,25 @@ class ModelSpec:
                 )
         return replace(config, **self.fixes)
 
+    def build(self, config: ModelConfig, vocab: LabelVocab, text: TextSide) -> nn.Module:
+        """A fresh model for ``text`` (its encoder built by the text side)."""
+        config = self.configure(config)
+        return self.builder(config, vocab, text.build_encoder(config))
 
-_REGISTRY: dict[str, ModelSpec] = {}
+
+_REGISTRY: dict[str, Recipe] = {}
 
 
 def register(
-    name: str, *, multimodal: bool, help: str, fixes: dict[str, Any] | None = None
+    name: str,
+    *,
+    multimodal: bool,
+    help: str,
+    text: type[TextSide] | str,
+    fixes: dict[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
-    """A decorator registering a builder under ``name``. One builder may serve several names
-    that differ only in the switches they fix (``fixes``: config field -> value)."""
+    """A decorator registering a builder under ``name`` with its text side. One builder may serve
+    several names that differ only in the switches they fix (``fixes``: config field -> value)."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
@@ -63,14 +95,24 @@ def register(
         unknown = set(fixes or {}) - set(ModelConfig().to_dict())
         if unknown:
             raise ValueError(f"model {name!r} fixes unknown config keys {sorted(unknown)}")
-        _REGISTRY[name] = ModelSpec(name, multimodal, help, builder, dict(fixes or {}))
+        _REGISTRY[name] = Recipe(name, multimodal, help, text, builder, dict(fixes or {}))
         return builder
 
     return decorate
 
 
-def _registry() -> dict[str, ModelSpec]:
-    import pipeline.models.zoo  # noqa: F401  (registers the zoo's names on first use)
+@contextmanager
+def registered(name: str, **kwargs: Any) -> Iterator[Callable[[Builder], Builder]]:
+    """:func:`register` for the length of a ``with`` block (tests, experiments)."""
+    _registry()
+    try:
+        yield register(name, **kwargs)
+    finally:
+        _REGISTRY.pop(name, None)
+
+
+def _registry() -> dict[str, Recipe]:
+    import umt.pipeline.models.zoo  # noqa: F401  (registers the zoo's names on first use)
 
     return _REGISTRY
 
@@ -79,13 +121,7 @@ def model_names() -> list[str]:
     return list(_registry())
 
 
-def model_spec(name: str) -> ModelSpec:
+def get_recipe(name: str) -> Recipe:
     if name not in _registry():
         raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(model_names())}")
     return _REGISTRY[name]
-
-
-def build_model(name: str, config: ModelConfig, vocab: LabelVocab) -> nn.Module:
-    """A fresh model: ``forward(batch)`` -> loss, ``decode(batch)`` -> tag ids, ``multimodal``."""
-    spec = model_spec(name)
-    return spec.builder(spec.configure(config), vocab)

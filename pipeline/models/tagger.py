@@ -1,8 +1,8 @@
 """The one tagger every zoo entry is composed from: encoder x fusion x heads.
 
-    C = encoder(pieces)                                (B, L, d)
+    C = encoder(text inputs)                           (B, L, d)       over pieces (or words)
     H = fusion(C, image) if multimodal else C          (B, L, width)   e.g. MMI: [A; B], width 2d
-    E = w_MNER . gather_words(H)                       (B, W, |Y|)     eq. 6
+    E = w_MNER . words(H)                              (B, W, |Y|)     eq. 6
     E += (w_ESD . gather_words(T)) W^c  if ESD + W^c   (B, W, |Y|)     eq. 7, T = Transformer(C)
     loss = NLL_MNER(E) + lambda * NLL_ESD              section 2.5
     decode = Viterbi(E) (or argmax without a CRF)
@@ -19,22 +19,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.batch import Batch
-from pipeline.heads.conversion import LabelConversion
-from pipeline.heads.crf import CRFHead
-from pipeline.heads.emissions import EmissionLayer
-from pipeline.heads.esd import SpanDetector
-from pipeline.heads.softmax import SoftmaxHead
-from pipeline.labels import LabelVocab, conversion_matrix
-from pipeline.models.config import ModelConfig
-from pipeline.modules.encoders import TextEncoder, gather_words
-from pipeline.modules.fusion import Fusion
+from umt.pipeline.batch import Batch
+from umt.pipeline.heads.conversion import LabelConversion
+from umt.pipeline.heads.crf import CRFHead
+from umt.pipeline.heads.emissions import EmissionLayer
+from umt.pipeline.heads.esd import SpanDetector
+from umt.pipeline.heads.softmax import SoftmaxHead
+from umt.pipeline.labels import LabelVocab, conversion_matrix
+from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.modules.encoders import Encoder
+from umt.pipeline.modules.fusion import Fusion
 
 
 class Tagger(nn.Module):
     """A sequence tagger over words; ``fusion`` None makes it text-only (it never reads images)."""
 
-    def __init__(self, config: ModelConfig, vocab: LabelVocab, encoder: TextEncoder, fusion: Fusion | None):
+    def __init__(self, config: ModelConfig, vocab: LabelVocab, encoder: Encoder, fusion: Fusion | None):
         super().__init__()
         self.config = config
         self.vocab = vocab
@@ -55,15 +55,14 @@ class Tagger(nn.Module):
 
     def emissions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """MNER emissions (B, W, |Y|) and, with the ESD branch, its span emissions (B, W, |Z|)."""
-        piece_mask = batch.attention_mask.bool()  # (B, L)
-        pieces = self.encoder(batch.input_ids, batch.attention_mask)  # (B, L, d) C
-        states = pieces
+        text = self.encoder(batch.text)  # C: (B, L, d) states over the encoder's positions
+        states = text.states
         if self.fusion is not None:  # batch.image None: every post is image-less
-            states = self.fusion(pieces, piece_mask, batch.image, batch.image_mask)  # (B, L, width) H
-        emissions = self.emission(gather_words(states, batch.word_index))  # (B, W, |Y|) eq. 6
+            states = self.fusion(text.states, text.mask, batch.image, batch.image_mask)  # (B, L, width) H
+        emissions = self.emission(text.words(states))  # (B, W, |Y|) eq. 6
         span_emissions = None
         if self.span_detector is not None:
-            span_emissions = self.span_detector(pieces, piece_mask, batch.word_index)  # (B, W, |Z|)
+            span_emissions = self.span_detector(text)  # (B, W, |Z|)
             if self.conversion is not None:
                 emissions = emissions + self.conversion(span_emissions)  # (B, W, |Y|) eq. 7
         return emissions, span_emissions

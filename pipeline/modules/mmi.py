@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.modules.fusion import Fusion
-from pipeline.modules.transformer import TransformerLayer, init_weights
-from pipeline.modules.visual import VisualProjection
+from umt.pipeline.modules.fusion import Fusion
+from umt.pipeline.modules.transformer import TransformerLayer, init_weights
+from umt.pipeline.modules.visual import VisualProjection
 
 
 class MultimodalInteraction(Fusion):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.modules.transformer import INIT_STD, init_weights
+from umt.pipeline.modules.transformer import INIT_STD, init_weights
 
 
 class VisualProjection(nn.Module):

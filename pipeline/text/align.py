@@ -30,6 +30,9 @@ from itertools import pairwise
 
 from transformers import PreTrainedTokenizerBase
 
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.text.base import Window
+
 DEFAULT_MAX_LENGTH = 128
 #: Default overlap between windows, as a fraction of the pieces a window holds.
 DEFAULT_STRIDE_FRACTION = 0.25
@@ -38,14 +41,11 @@ PROBE_WORD = "a"
 
 
 @dataclass(frozen=True)
-class Window:
+class PieceWindow(Window):
     """One encoder input: pieces with special tokens, and where each word's first piece is."""
 
     input_ids: list[int]  # with the tokenizer's special tokens ([CLS] ... [SEP])
     word_index: list[int]  # position in input_ids of the first piece of each word of the window
-    offset: int  # index in the post of the window's first word
-    keep_from: int  # window-relative word range whose predictions this window owns
-    keep_to: int
 
     def __len__(self) -> int:
         return len(self.word_index)
@@ -72,10 +72,13 @@ class Aligner:
         self.max_length = max_length
         self.budget = max_length - len(self.prefix) - len(self.suffix)  # pieces of words per window
         if self.budget < 1:
-            raise ValueError(f"max_length {max_length} leaves no room for words beside the special tokens")
+            raise ConfigError(
+                f"max_length={max_length} leaves no room for words beside the tokenizer's "
+                f"{max_length - self.budget} special tokens (--set max_length=N, N > {max_length - self.budget})"
+            )
         self.stride = int(self.budget * DEFAULT_STRIDE_FRACTION) if stride is None else stride
         if not 0 <= self.stride < self.budget:
-            raise ValueError(f"stride must be in [0, {self.budget}) for max_length {max_length}, got {self.stride}")
+            raise ConfigError(f"--set stride={self.stride}: must be in [0, {self.budget}) for max_length={max_length}")
         self._pieces: dict[str, list[int]] = {}
 
     def _learn(self, words: Iterable[str]) -> None:
@@ -117,7 +120,7 @@ class Aligner:
                 start -= 1
                 overlap += lengths[start]
 
-    def windows(self, tokens: Sequence[str]) -> list[Window]:
+    def windows(self, tokens: Sequence[str]) -> list[PieceWindow]:
         """The windows of one post; every word is owned by exactly one of them."""
         if not tokens:
             return []
@@ -132,5 +135,10 @@ class Aligner:
                 word_index.append(len(input_ids))
                 input_ids.extend(word_pieces)
             input_ids.extend(self.suffix)
-            windows.append(Window(input_ids, word_index, start, own_from - start, own_to - start))
+            windows.append(
+                PieceWindow(
+                    offset=start, keep_from=own_from - start, keep_to=own_to - start, input_ids=input_ids,
+                    word_index=word_index,
+                )
+            )
         return windows

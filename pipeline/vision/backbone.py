@@ -34,8 +34,8 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import ResNet152_Weights, resnet152
 
-from pipeline.errors import ConfigError
-from stages.image_decode import IMAGENET_MEAN, IMAGENET_STD, UINT8_MAX
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.vision.decode import IMAGENET_MEAN, IMAGENET_STD, UINT8_MAX
 
 BACKBONE = "resnet152"
 LAYER = "layer4"

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cache.format import Status
-from cache.lock import HeldLock
-from cache.workdir import Plan
-from stages.image_decode import IMAGE_SIZE, load
+from umt.cache.format import Status
+from umt.cache.lock import HeldLock
+from umt.cache.workdir import Plan
+from umt.pipeline.vision.decode import IMAGE_SIZE, load
 
 #: Chunks each worker decodes ahead of the model: enough to hide decode jitter, bounded memory.
 PREFETCH_CHUNKS = 2

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cache.paths import default_cache_path
-from pipeline.data import datasets
-from pipeline.data.images import IMAGE_EXTENSIONS
-from pipeline.errors import ConfigError
-from stages.extract_config import ExtractConfig
+from umt.cache.paths import Shard, default_cache_path
+from umt.pipeline.data import layout
+from umt.pipeline.data.images import IMAGE_EXTENSIONS
+from umt.pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class Source:
 
 
 def _ids_from_dataset(root: Path, name: str) -> list[str]:
-    splits = datasets.load_dataset(root, name)
+    splits = layout.load_dataset(root, name)
     return [post.image for posts in splits.values() for post in posts if post.image is not None]
 
 
@@ -55,32 +54,41 @@ def _ids_from_folder(folder: Path) -> list[str]:
     ]
 
 
-def resolve_source(config: ExtractConfig) -> Source:
-    """Which ids, from which folder, into which file; every user mistake is a ConfigError."""
-    if config.dataset and config.ids_from:
+def resolve_source(
+    *,
+    dataset: str | None = None,
+    data_root: Path | None = None,
+    images: Path | None = None,
+    ids_from: Path | None = None,
+    out: Path | None = None,
+    shard: Shard | None = None,
+) -> Source:
+    """Which ids, from which folder, into which file (the options of ``umt extract-images``);
+    every user mistake is a ConfigError."""
+    if dataset and ids_from:
         raise ConfigError("--ids-from cannot be combined with --dataset (the dataset's files list its ids)")
-    if config.dataset:
-        root = Path(config.data_root) if config.data_root else datasets.default_data_root()
-        images = Path(config.images) if config.images else datasets.images_dir(root, config.dataset)
-        out = Path(config.out) if config.out else default_cache_path(root, config.dataset)
-        record = {"dataset": config.dataset, "images": str(images.resolve())}
-    elif config.images:
-        if config.out is None:
+    if dataset:
+        root = Path(data_root) if data_root else layout.default_data_root()
+        folder = Path(images) if images else layout.images_dir(root, dataset)
+        target = Path(out) if out else default_cache_path(root, dataset)
+        record = {"dataset": dataset, "images": str(folder.resolve())}
+    elif images:
+        if out is None:
             raise ConfigError("--out FILE is required with --images (or use --dataset NAME)")
-        images, out = Path(config.images), Path(config.out)
-        record = {"dataset": None, "images": str(images.resolve())}
+        folder, target = Path(images), Path(out)
+        record = {"dataset": None, "images": str(folder.resolve())}
     else:
         raise ConfigError("say which images to extract: --dataset NAME, or --images DIR --out FILE")
-    if not images.is_dir():
-        raise ConfigError(f"image folder {images} does not exist (pass --images DIR)")
-    if config.dataset:
-        ids = _ids_from_dataset(root, config.dataset)
-    elif config.ids_from:
-        ids = _ids_from_file(Path(config.ids_from))
+    if not folder.is_dir():
+        raise ConfigError(f"image folder {folder} does not exist (pass --images DIR)")
+    if dataset:
+        ids = _ids_from_dataset(root, dataset)
+    elif ids_from:
+        ids = _ids_from_file(Path(ids_from))
     else:
-        ids = _ids_from_folder(images)
+        ids = _ids_from_folder(folder)
     if not ids:
-        raise ConfigError(f"no image ids to extract (image folder {images})")
-    if config.shard is not None:
-        out = config.shard.path_for(out)
-    return Source(sorted(set(ids)), images, out, record)
+        raise ConfigError(f"no image ids to extract (image folder {folder})")
+    if shard is not None:
+        target = shard.path_for(target)
+    return Source(sorted(set(ids)), folder, target, record)

@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -31,13 +30,16 @@ from rich.progress import (
 )
 from torch.utils.data import DataLoader
 
-from pipeline import rundir
-from pipeline.data.dataset import Collator, MnerDataset
-from pipeline.errors import ConfigError
-from pipeline.labels import LabelVocab
-from pipeline.metrics import PRIMARY, score
-from pipeline.predict import predict_posts
-from pipeline.train_config import TrainConfig
+from umt.pipeline.data.batching import Collator, MnerDataset
+from umt.pipeline.devices import resolve_device
+from umt.pipeline.errors import ConfigError, UmtError
+from umt.pipeline.labels import LabelVocab
+from umt.pipeline.metrics import PRIMARY, score
+from umt.pipeline.predict import predict_posts
+from umt.pipeline.run_dir import RunDir
+from umt.pipeline.tables import pct
+from umt.pipeline.text.base import TextSide
+from umt.pipeline.train_config import TrainConfig
 
 #: Seeds the per-epoch shuffling generator together with the run seed.
 _EPOCH_SEED_STRIDE = 1_000_003
@@ -48,14 +50,10 @@ _NO_DECAY = ("norm", "conversion")
 _PLAIN_PROGRESS_SECONDS = 30.0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"--device {name}: expected auto, cpu or cuda[:N]")
-    return torch.device(name)
+class TrainingInterrupted(UmtError):
+    """Ctrl-C during training: the run keeps its last completed epoch and can be resumed."""
+
+    exit_code = 130
 
 
 def seed_everything(seed: int) -> None:
@@ -83,18 +81,31 @@ def _autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
+def predict_dataset(
+    model: torch.nn.Module,
+    dataset: MnerDataset,
+    text: TextSide,
+    vocab: LabelVocab,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> list[list[str]]:
+    """The predicted tags of every post of ``dataset`` (one per word)."""
+    collate = Collator(text, with_images=dataset.features is not None)
+    loader = make_loader(dataset, collate, cfg.eval_batch_size, cfg.num_workers)
+    with _autocast(device, cfg.amp):
+        return predict_posts(model, loader, len(dataset.posts), [len(p) for p in dataset.posts], vocab, device)
+
+
 def evaluate(
     model: torch.nn.Module,
     dataset: MnerDataset,
-    collate: Collator,
+    text: TextSide,
     vocab: LabelVocab,
     cfg: TrainConfig,
     device: torch.device,
 ) -> tuple[dict, list[list[str]]]:
     """Scores (both schemes) and the predicted tags of every post of ``dataset``."""
-    loader = make_loader(dataset, collate, cfg.eval_batch_size, cfg.num_workers)
-    with _autocast(device, cfg.amp):
-        preds = predict_posts(model, loader, len(dataset.posts), [len(p) for p in dataset.posts], vocab, device)
+    preds = predict_dataset(model, dataset, text, vocab, cfg, device)
     gold = [p.labels for p in dataset.posts]
     return score(gold, preds), preds
 
@@ -137,10 +148,10 @@ def fit(
     model: torch.nn.Module,
     train: MnerDataset,
     dev: MnerDataset,
-    collate: Collator,
+    text: TextSide,
     vocab: LabelVocab,
     cfg: TrainConfig,
-    run: Path,
+    run: RunDir,
     *,
     resume: bool = False,
     console: Console | None = None,
@@ -149,7 +160,8 @@ def fit(
     """Train, keeping the best dev checkpoint in ``run/best.pt``; returns a summary dict.
 
     ``stop_after_epoch(epoch)`` returning True ends training after that epoch as if the
-    process had been killed there (tests use it to check that resuming is exact).
+    process had been killed there (tests use it to check that resuming is exact). Ctrl-C
+    raises :class:`TrainingInterrupted` naming the last completed epoch.
     """
     console = console or Console()
     device = resolve_device(cfg.device)
@@ -157,11 +169,11 @@ def fit(
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     start_epoch, best_f1, best_epoch = 0, -1.0, -1
-    last_path = run / rundir.LAST
+    collate = Collator(text, with_images=train.features is not None)
     if resume:
-        if not last_path.is_file():
-            raise ConfigError(f"{run}: nothing to resume (no {rundir.LAST}); start the run without --resume")
-        state = rundir.load_torch(last_path)
+        if not run.resumable:
+            raise ConfigError(f"{run.path}: nothing to resume (no {RunDir.LAST}); start the run without --resume")
+        state = run.state()
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -169,9 +181,21 @@ def fit(
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         start_epoch, best_f1, best_epoch = state["epoch"] + 1, state["best_f1"], state["best_epoch"]
-        rundir.append_log(run, {"event": "resume", "epoch": start_epoch})
-        console.print(f"resuming {run} at epoch {start_epoch + 1}/{cfg.epochs} (best dev F1 {best_f1:.4f})")
+        run.log({"event": "resume", "epoch": start_epoch})
+        console.print(f"resuming {run.path} at epoch {start_epoch + 1}/{cfg.epochs} (best dev F1 {pct(best_f1)})")
 
+    try:
+        return _epochs(model, train, dev, collate, text, vocab, cfg, run, device, optimizer, scheduler,
+                       start_epoch, best_f1, best_epoch, console, stop_after_epoch)
+    except KeyboardInterrupt:
+        done = run.state()["epoch"] + 1 if run.resumable else 0
+        run.log({"event": "interrupted", "completed_epochs": done})
+        hint = "rerun the same command with --resume to continue" if done else "nothing to resume: run it again"
+        raise TrainingInterrupted(f"interrupted after epoch {done} of {cfg.epochs} ({run.path}); {hint}") from None
+
+
+def _epochs(model, train, dev, collate, text, vocab, cfg, run, device, optimizer, scheduler,
+            start_epoch, best_f1, best_epoch, console, stop_after_epoch) -> dict:
     with _progress(console) as progress:
         epochs_task = progress.add_task("epochs", total=cfg.epochs, completed=start_epoch, info="")
         for epoch in range(start_epoch, cfg.epochs):
@@ -205,14 +229,13 @@ def fit(
                     )
             progress.remove_task(batch_task)
 
-            dev_scores, _ = evaluate(model, dev, collate, vocab, cfg, device)
+            dev_scores, _ = evaluate(model, dev, text, vocab, cfg, device)
             dev_f1 = dev_scores[PRIMARY]["f1"]
             improved = dev_f1 > best_f1
             if improved:
                 best_f1, best_epoch = dev_f1, epoch
-                rundir.save_torch(run / rundir.BEST, {"model": model.state_dict(), "epoch": epoch, "dev_f1": dev_f1})
-            rundir.save_torch(
-                last_path,
+                run.save_best(model.state_dict(), epoch, dev_f1)
+            run.save_state(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -234,10 +257,10 @@ def fit(
                 "lr": scheduler.get_last_lr()[0],
                 "seconds": round(elapsed, 2),
             }
-            rundir.append_log(run, record)
-            progress.update(epochs_task, advance=1, info=f"dev F1 {dev_f1:.4f} (best {best_f1:.4f})")
+            run.log(record)
+            progress.update(epochs_task, advance=1, info=f"dev F1 {pct(dev_f1)} (best {pct(best_f1)})")
             console.print(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  dev F1 {dev_f1:.4f}"
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  dev F1 {pct(dev_f1)}"
                 f"{'  *' if improved else ''}  ({elapsed:.1f}s)"
             )
             if stop_after_epoch is not None and stop_after_epoch(epoch):

@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.data.jsonl import read_jsonl
-from pipeline.data.twitter import read_twitter
-from pipeline.data.types import Post
-from pipeline.errors import UmtError
+from umt.pipeline.data.jsonl import read_jsonl
+from umt.pipeline.data.twitter import read_twitter
+from umt.pipeline.data.types import Post
+from umt.pipeline.errors import UmtError
 
 SPLITS = ("train", "valid", "test")
 DATA_ROOT_ENV = "UMT_DATA_ROOT"

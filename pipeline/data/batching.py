@@ -1,9 +1,10 @@
 """Posts -> windows -> batches. The only place where text, labels and cached images meet.
 
-Each post is split into windows by :class:`pipeline.data.align.Aligner` (one window for any
-post that fits ``max_length`` pieces). A dataset item is one window; images are read from the
-feature cache lazily, one grid per item, so memory does not grow with the image set and several
-DataLoader workers can share one cache file.
+Each post is cut into windows by the recipe's text side (one window for any post that fits).
+A dataset item is one window; images are read from the feature cache lazily, one grid per item,
+so memory does not grow with the image set and several DataLoader workers can share one cache
+file. The collator pads the word-level fields itself and hands the windows to the text side for
+its own tensors.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.batch import Batch, WindowRef
-from pipeline.data.align import Aligner, Window
-from pipeline.data.types import Post
-from pipeline.errors import CacheError
-from pipeline.labels import ESD_LABELS, LabelVocab, esd_tag
+from umt.cache.errors import CacheError
+from umt.cache.grid import BLOCKS, CHANNELS
+from umt.pipeline.batch import Batch, WindowRef
+from umt.pipeline.data.types import Post
+from umt.pipeline.errors import DataFormatError
+from umt.pipeline.labels import ESD_LABELS, LabelVocab, esd_tag, split_label
+from umt.pipeline.text.base import TextSide, Window
 
-#: Shape of one cached visual grid after flattening: 7x7 blocks of 2048-d ResNet features.
-GRID_BLOCKS = 49
-GRID_DIM = 2048
 _MAX_LISTED = 5
 
 
@@ -36,10 +36,24 @@ class Item:
     image: str | None
 
 
-class MnerDataset(Dataset):
-    """Windows of ``posts`` ready for :func:`collate`.
+def _encode_labels(post: Post, vocab: LabelVocab) -> list[int]:
+    """Label ids of a post; a type the vocabulary lacks is the post's file:line error."""
+    try:
+        return vocab.encode(post.labels)
+    except ValueError:
+        unknown = sorted({t for t in (split_label(tag)[1] for tag in post.labels) if t and t not in vocab.types})
+        path, _, line = post.origin.rpartition(":")
+        raise DataFormatError(
+            path or post.origin,
+            int(line) if line.isdigit() else None,
+            f"entity type {', '.join(unknown)} is not one this model was trained on ({', '.join(vocab.types)})",
+        ) from None
 
-    ``features`` is a ``cache.FeatureCache`` or None (text-only models, or training with every
+
+class MnerDataset(Dataset):
+    """Windows of ``posts`` ready for :class:`Collator`.
+
+    ``features`` is a ``umt.cache.FeatureCache`` or None (text-only models, or training with every
     image absent). Every post's image id must be in the cache (with any status): an id that the
     cache has never seen means the cache was built for other data, which is an error, not an
     absent image.
@@ -48,7 +62,7 @@ class MnerDataset(Dataset):
     def __init__(
         self,
         posts: Sequence[Post],
-        aligner: Aligner,
+        text: TextSide,
         vocab: LabelVocab,
         features=None,
         *,
@@ -67,13 +81,20 @@ class MnerDataset(Dataset):
         esd_index = {z: i for i, z in enumerate(ESD_LABELS)}
         self.items: list[Item] = []
         for post_index, post in enumerate(self.posts):
-            label_ids = vocab.encode(post.labels) if post.labels is not None else None
-            for window in aligner.windows(post.tokens):
-                span = slice(window.offset, window.offset + len(window.word_index))
+            label_ids = _encode_labels(post, vocab) if post.labels is not None else None
+            for window in text.windows(post.tokens):
+                span = slice(window.offset, window.offset + len(window))
                 labels = label_ids[span] if label_ids is not None else None
                 esd = [esd_index[esd_tag(t)] for t in post.labels[span]] if post.labels is not None else None
                 ref = WindowRef(post_index, window.offset, window.keep_from, window.keep_to)
                 self.items.append(Item(window, ref, post.tokens[span], labels, esd, post.image))
+
+    def image_coverage(self) -> tuple[int, int]:
+        """(posts whose image has features in the cache, posts) of this dataset."""
+        if self.features is None:
+            return 0, len(self.posts)
+        present = sum(p.image is not None and self.features.status(p.image) == "ok" for p in self.posts)
+        return present, len(self.posts)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -89,28 +110,21 @@ class MnerDataset(Dataset):
 class Collator:
     """Pads a list of dataset items into one :class:`Batch` (dynamic padding per batch)."""
 
-    def __init__(self, pad_id: int, with_images: bool):
-        self.pad_id = pad_id
+    def __init__(self, text: TextSide, with_images: bool):
+        self.text = text
         self.with_images = with_images
 
     def __call__(self, rows: list[tuple[Item, torch.Tensor | None, bool]]) -> Batch:
         size = len(rows)
-        max_pieces = max(len(item.window.input_ids) for item, _, _ in rows)
-        max_words = max(len(item.window.word_index) for item, _, _ in rows)
-        input_ids = torch.full((size, max_pieces), self.pad_id, dtype=torch.long)  # (B, L)
-        attention = torch.zeros((size, max_pieces), dtype=torch.long)  # (B, L)
-        word_index = torch.zeros((size, max_words), dtype=torch.long)  # (B, W)
+        max_words = max(len(item.window) for item, _, _ in rows)
         word_mask = torch.zeros((size, max_words), dtype=torch.bool)  # (B, W)
         labelled = all(item.labels is not None for item, _, _ in rows)
         labels = torch.zeros((size, max_words), dtype=torch.long) if labelled else None  # (B, W)
         esd = torch.zeros((size, max_words), dtype=torch.long) if labelled else None  # (B, W)
-        image = torch.zeros((size, GRID_BLOCKS, GRID_DIM)) if self.with_images else None  # (B, 49, 2048)
+        image = torch.zeros((size, BLOCKS, CHANNELS)) if self.with_images else None  # (B, 49, 2048)
         image_mask = torch.zeros(size, dtype=torch.bool)  # (B,)
         for b, (item, grid, present) in enumerate(rows):
-            n_pieces, n_words = len(item.window.input_ids), len(item.window.word_index)
-            input_ids[b, :n_pieces] = torch.tensor(item.window.input_ids)
-            attention[b, :n_pieces] = 1
-            word_index[b, :n_words] = torch.tensor(item.window.word_index)
+            n_words = len(item.window)
             word_mask[b, :n_words] = True
             if labels is not None:
                 labels[b, :n_words] = torch.tensor(item.labels)
@@ -119,9 +133,7 @@ class Collator:
                 image[b] = grid
                 image_mask[b] = True
         return Batch(
-            input_ids=input_ids,
-            attention_mask=attention,
-            word_index=word_index,
+            text=self.text.collate([item.window for item, _, _ in rows]),
             word_mask=word_mask,
             labels=labels,
             esd_labels=esd,

@@ -13,7 +13,7 @@ every cache manifest as :data:`PREPROCESSING`:
    image white. CMYK, grey, bilevel and palette images use Pillow's conversion.
 3. Resize to 224x224 (aspect ratio not kept, no crop) with Pillow's bilinear filter, which
    antialiases when shrinking.
-4. In the model (see ``stages.backbone``): scale to [0, 1], subtract the ImageNet mean, divide by
+4. In the model (see ``umt.pipeline.vision.backbone``): scale to [0, 1], subtract the ImageNet mean, divide by
    the ImageNet std.
 
 Images larger than :data:`MAX_PIXELS` are not decoded and get status unreadable with their
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cache.format import Status
-from pipeline.data.images import resolve_image
+from umt.cache.format import Status
+from umt.pipeline.data.images import resolve_image
 
 IMAGE_SIZE = (224, 224)  # (width, height)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

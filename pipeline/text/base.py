@@ -1,0 +1,85 @@
+"""The text side of a recipe: how one family of encoders reads posts.
+
+Every registered model names a text side. It owns everything between a post's words and the
+encoder's input tensors, and nothing else:
+
+- :meth:`TextSide.create` sets it up for a new run (load a tokenizer, build a vocabulary from
+  the training posts); :meth:`TextSide.save` / :meth:`TextSide.load` keep it in the run
+  directory, so a run rebuilds its model with no hub and no training data;
+- :meth:`TextSide.windows` cuts a post's words into model inputs (a long post into several
+  windows, each word owned by exactly one of them);
+- :meth:`TextSide.collate` pads windows into the batch's ``text`` tensors;
+- :meth:`TextSide.build_encoder` builds the encoder module that reads those tensors and returns
+  :class:`umt.pipeline.modules.encoders.TextStates`.
+
+The Hugging Face sub-word side is :class:`umt.pipeline.text.subword.SubwordTextSide`; a word
+or character encoder is another subclass, registered with its model (see the README).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from umt.pipeline.batch import TextInputs
+    from umt.pipeline.data.types import Post
+    from umt.pipeline.models.config import ModelConfig
+    from umt.pipeline.modules.encoders import Encoder
+    from umt.pipeline.train_config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input cut from a post: its words from ``offset`` on (``len(window)`` of them).
+
+    ``keep_from``/``keep_to``: the window-relative word range whose predictions this window
+    owns; the other words are context, owned by a neighbour. Subclasses add the encoder's input.
+    """
+
+    offset: int
+    keep_from: int
+    keep_to: int
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class TextSide(ABC):
+    """Interface of a text side; ``kind`` is what a run directory records to reload it."""
+
+    kind: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def create(cls, model_cfg: ModelConfig, train_cfg: TrainConfig, train_posts: Sequence[Post]) -> TextSide:
+        """Set up for a new run."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, folder: Path, model_cfg: ModelConfig, train_cfg: TrainConfig) -> TextSide:
+        """Reopen what :meth:`save` wrote into ``folder``."""
+
+    @abstractmethod
+    def save(self, folder: Path) -> None:
+        """Write everything :meth:`load` needs into ``folder`` (created by the caller)."""
+
+    @abstractmethod
+    def windows(self, tokens: Sequence[str]) -> list[Window]:
+        """The windows of one post; every word is owned by exactly one of them."""
+
+    @abstractmethod
+    def collate(self, windows: Sequence[Window]) -> TextInputs:
+        """Pad ``windows`` into the batch's text tensors (their word axis is the batch's W)."""
+
+    @abstractmethod
+    def build_encoder(self, model_cfg: ModelConfig) -> Encoder:
+        """The encoder module reading :meth:`collate`'s tensors (pretrained weights when
+        ``model_cfg.pretrained_encoder``; a reloaded run's checkpoint supplies them otherwise)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the run's config.json records of this text side (at least ``kind``)."""
+        return {"kind": self.kind}
