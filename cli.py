@@ -8,21 +8,49 @@ errors print as one red line and exit with status 2; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # umt draws its own progress bars
 
-import click  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from umt.pipeline.errors import USER_ERRORS, ConfigError  # noqa: E402
+from umt.pipeline.errors import USER_ERRORS, ConfigError, UmtError  # noqa: E402
 from umt.pipeline.models.config import ModelConfig  # noqa: E402
 from umt.pipeline.train_config import TrainConfig  # noqa: E402
 from umt.stages import requests  # noqa: E402
+
+
+class Interrupted(UmtError):
+    """Ctrl-C outside training (training says which epoch it reached: ``TrainingInterrupted``)."""
+
+    exit_code = 130
+
+
+def _command(group: typer.Typer, name: str):
+    """``group.command(name)``, with Ctrl-C turned into :class:`Interrupted`.
+
+    Left alone, the Ctrl-C would reach click, which prints "Aborted!" and exits with status 1;
+    as a user error it reaches :func:`main` (exit status 130, one line).
+    """
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def guarded(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except KeyboardInterrupt:
+                raise Interrupted("interrupted") from None
+
+        return group.command(name)(guarded)
+
+    return decorate
+
 
 app = typer.Typer(
     help="umt: multimodal named entity recognition (UMT, Yu et al. 2020) from tweets + images "
@@ -97,13 +125,13 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 def _given(ctx: typer.Context, *names: str) -> set[str]:
     """The options among ``names`` that the user typed (not left at their default)."""
-    return {n for n in names if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE}
+    return {n for n in names if getattr(ctx.get_parameter_source(n), "name", None) == "COMMANDLINE"}
 
 
 # ---- data ----------------------------------------------------------------------------------
 
 
-@data_app.command("stats")
+@_command(data_app, "stats")
 def data_stats_cmd(
     dataset: str = typer.Option(
         ..., "--dataset", help="Dataset name: the folder <data-root>/<dataset> holding train/valid/test."
@@ -124,7 +152,7 @@ def data_stats_cmd(
     data_stats.run(requests.DataStatsRequest(dataset, data_root=data_root, images=images))
 
 
-@data_app.command("import")
+@_command(data_app, "import")
 def data_import_cmd(
     source: Path = typer.Argument(..., help="What to import: a folder (or, for twitter, a folder of split files)."),
     format: str = typer.Option(
@@ -149,7 +177,7 @@ def data_import_cmd(
 # ---- stage one: extract-images and the cache -----------------------------------------------
 
 
-@app.command("extract-images")
+@_command(app, "extract-images")
 def extract_images_cmd(
     dataset: str | None = typer.Option(
         None, help="Dataset under the data root: ids from its train/valid/test files, images from <root>/<name>_images."
@@ -198,7 +226,7 @@ def extract_images_cmd(
     )
 
 
-@cache_app.command("info")
+@_command(cache_app, "info")
 def cache_info_cmd(
     file: Path = typer.Argument(..., help="Cache file written by `umt extract-images` or `umt cache merge`."),
     max_failures: int = typer.Option(requests.DEFAULT_MAX_FAILURES, help="Failed images to list (0: all)."),
@@ -209,7 +237,7 @@ def cache_info_cmd(
     cache_info.run(requests.CacheInfoRequest(path=file, max_failures=max_failures))
 
 
-@cache_app.command("merge")
+@_command(cache_app, "merge")
 def cache_merge_cmd(
     out: Path = typer.Argument(..., help="Cache file to write."),
     shards: list[Path] = typer.Argument(..., help="All N shard files of one `extract-images --shard K/N` run."),
@@ -224,7 +252,7 @@ def cache_merge_cmd(
 # ---- stage two: models, train, eval, demo --------------------------------------------------
 
 
-@app.command("models")
+@_command(app, "models")
 def models_cmd() -> None:
     """List the registered models (the names `umt train --model` accepts)."""
     from umt.stages import models
@@ -232,7 +260,7 @@ def models_cmd() -> None:
     models.run()
 
 
-@app.command("train")
+@_command(app, "train")
 def train_cmd(
     ctx: typer.Context,
     dataset: str = typer.Option("twitter2017", help="Dataset folder under the data root (train/valid/test files)."),
@@ -279,7 +307,7 @@ def train_cmd(
     )
 
 
-@app.command("eval")
+@_command(app, "eval")
 def eval_cmd(
     run: Path = typer.Argument(..., help="Run directory written by `umt train`."),
     split: str = typer.Option("test", help="Split of the run's dataset: test, valid or train."),
@@ -299,7 +327,7 @@ def eval_cmd(
     )
 
 
-@app.command("demo")
+@_command(app, "demo")
 def demo_cmd(
     out: Path = typer.Option(_D.out, help="Working folder for the sample, the cache and the runs."),
     seed: int = typer.Option(_D.seed, help="Seed for the sample, the encoder and training."),
@@ -313,19 +341,15 @@ def demo_cmd(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one red line and exit status 2; Ctrl-C exits 130."""
+    """Console entry point: user errors become one red line and exit status 2; Ctrl-C exits 130.
+
+    Usage errors (an unknown option, a missing argument) are click's: its message, status 2.
+    """
     try:
-        code = app(args=argv, standalone_mode=False)
-    except click.ClickException as e:  # bad usage: click's own message and exit status (2)
-        e.show()
-        sys.exit(e.exit_code)
+        app(args=argv)
     except USER_ERRORS as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(getattr(e, "exit_code", 2))
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        err.print("[yellow]interrupted[/]")
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

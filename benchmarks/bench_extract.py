@@ -36,9 +36,11 @@ from rich.console import Console
 from rich.table import Table
 
 from umt.cache.format import Status
+from umt.pipeline.devices import resolve_device
 from umt.pipeline.vision.backbone import GridExtractor, build_extractor
 from umt.pipeline.vision.decode import decode
-from umt.stages.extract_images import AUTOCAST_DTYPE, TORCH_DTYPES, resolve_device, run
+from umt.pipeline.vision.extract import AUTOCAST_DTYPE
+from umt.stages.extract_images import run
 from umt.stages.requests import ExtractRequest
 
 PHOTO_SIZE = (500, 375)
@@ -78,7 +80,7 @@ def bare_rate(extractor: GridExtractor, batches: list[torch.Tensor], dtype: str,
             torch.cuda.synchronize()
         started = time.perf_counter()
         for pixels in batches:
-            extractor(pixels).to(TORCH_DTYPES[dtype])  # (B, 7, 7, 2048)
+            extractor(pixels).to(getattr(torch, dtype))  # (B, 7, 7, 2048)
         if on_gpu:
             torch.cuda.synchronize()
     return sum(len(b) for b in batches) / (time.perf_counter() - started)

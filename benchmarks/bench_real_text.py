@@ -20,7 +20,8 @@ from rich.table import Table
 from umt.pipeline.metrics import PRIMARY
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.train_config import TrainConfig
-from umt.stages.train import TrainRequest, train
+from umt.stages import train
+from umt.stages.requests import TrainRequest
 
 MODELS = (("bert-softmax", False), ("bert-crf", False), ("umt", True))
 
@@ -45,7 +46,7 @@ def main() -> None:
         if name not in wanted:
             continue
         started = time.perf_counter()
-        (metrics,) = train(
+        (metrics,) = train.run(
             TrainRequest(
                 dataset=args.dataset,
                 model=name,

@@ -118,7 +118,7 @@ class TrainRequest:
     data_root: Path
     model_cfg: ModelConfig = field(default_factory=ModelConfig)
     train_cfg: TrainConfig = field(default_factory=TrainConfig)
-    seeds: tuple[int, ...] = (1,)
+    seeds: tuple[int, ...] | None = None  # None: train_cfg.seed alone
     out: Path | None = None
     features: Path | None = None
     no_images: bool = False
@@ -127,6 +127,8 @@ class TrainRequest:
     explicit: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        if self.seeds is None:
+            object.__setattr__(self, "seeds", (self.train_cfg.seed,))
         if not self.seeds:
             raise ConfigError("--seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):

@@ -11,7 +11,8 @@ umt's layout is ``<root>/<name>/{train,valid,test}.{txt,jsonl}`` plus ``<root>/<
   ``mner-real-sample``): ``texts/<split>/<split>.json`` with ``tokens``, ``label``, ``image_id``
   (and ``id``, ``text``) per line, splits ``train``/``dev``/``test``, and one image folder per
   split, ``images/<split>/<image_id>``, whose file names repeat across splits. Each post becomes a
-  umt JSONL line; each image is copied as ``<split>-<image_id>`` so no two splits collide, and
+  umt JSONL line; each image is copied as ``<split folder>-<image_id>`` (``dev-1.jpg``) so no
+  two splits collide, and
   the post's ``image`` names that file.
 
 Every problem is reported with the source file and line; nothing is skipped silently.
@@ -104,7 +105,8 @@ def import_twitter(source: Path, root: Path, name: str, overwrite: bool = False)
     return Imported(folder, images, {s: len(p) for s, p in posts.items()}, copied, missing)
 
 
-def _mner_record(record: object, split: str, path: Path, line: int) -> dict:
+def _mner_record(record: object, folder: str, path: Path, line: int) -> dict:
+    """A umt JSONL record; its image is renamed ``<source split folder>-<image_id>``."""
     if not isinstance(record, dict):
         raise DataFormatError(path, line, f"expected a JSON object, found {type(record).__name__}")
     for key in ("tokens", "label"):
@@ -123,7 +125,7 @@ def _mner_record(record: object, split: str, path: Path, line: int) -> dict:
     image = record.get("image_id")
     if image is not None and (not isinstance(image, str) or not image or "/" in image or image.startswith(".")):
         raise DataFormatError(path, line, f"'image_id' must be a plain file name, found {image!r}")
-    out = {"tokens": tokens, "labels": labels, "image": f"{split}-{image}" if image else None}
+    out = {"tokens": tokens, "labels": labels, "image": f"{folder}-{image}" if image else None}
     if "id" in record:
         out["id"] = str(record["id"])
     return out
@@ -145,7 +147,7 @@ def import_mner_json(source: Path, root: Path, name: str, overwrite: bool = Fals
                 record = json.loads(text)
             except json.JSONDecodeError as e:
                 raise DataFormatError(path, number, f"invalid JSON at column {e.colno}: {e.msg}") from None
-            records.append(_mner_record(record, split, path, number))
+            records.append(_mner_record(record, path.parent.name, path, number))
         if not records:
             raise DataFormatError(path, 1, "no posts: the file is empty")
         converted[split] = records
@@ -157,7 +159,7 @@ def import_mner_json(source: Path, root: Path, name: str, overwrite: bool = Fals
         for record in records:
             image = record["image"]
             if image is not None:
-                original = folders[split] / image.removeprefix(f"{split}-")
+                original = folders[split] / image.removeprefix(f"{folders[split].name}-")
                 if original.is_file() and original.suffix.lower() in IMAGE_EXTENSIONS + ("",):
                     _copy(original, images / image)
                     copied += 1

@@ -102,11 +102,12 @@ def register(
 
 
 @contextmanager
-def registered(name: str, **kwargs: Any) -> Iterator[Callable[[Builder], Builder]]:
-    """:func:`register` for the length of a ``with`` block (tests, experiments)."""
+def registered(name: str, builder: Builder, **kwargs: Any) -> Iterator[Recipe]:
+    """``register(name, **kwargs)(builder)`` for the length of a ``with`` block (tests, experiments)."""
     _registry()
+    register(name, **kwargs)(builder)
     try:
-        yield register(name, **kwargs)
+        yield _REGISTRY[name]
     finally:
         _REGISTRY.pop(name, None)
 
