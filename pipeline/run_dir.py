@@ -382,8 +382,11 @@ class TrainedRun:
     def predict(self, posts: Sequence[Post | Sequence[str]], features=None) -> list[list[str]]:
         """BIO2 tags for each post (a :class:`Post` or a list of words); images from ``features``
         (default: none, every post image-less)."""
-        from umt.pipeline.trainer import predict_dataset
-
         posts = [p if isinstance(p, Post) else Post(list(p), None, None) for p in posts]
-        dataset = self.dataset(posts, features)
-        return predict_dataset(self.model, dataset, self.text, self.labels, self.config.train_cfg, self.device)
+        return self.predictor().predict(self.dataset(posts, features))
+
+    def predictor(self):
+        """A :class:`umt.pipeline.trainer.Predictor` for this run's model and settings."""
+        from umt.pipeline.trainer import Predictor
+
+        return Predictor(self.model, self.text, self.labels, self.config.train_cfg, self.device)

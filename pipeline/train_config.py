@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from umt.pipeline.errors import ConfigError
+from umt.pipeline.typed_fields import check_field_types
 
 #: Below this a window cannot hold a word beside a tokenizer's special tokens ([CLS], [SEP], ...).
 MIN_MAX_LENGTH = 8
@@ -32,13 +33,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA only; CPU always runs fp32
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            expected = {"bool": bool, "int": int, "float": float, "str": str}[f.type]
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ConfigError(f"{f.name} must be a {f.type}, got {value!r}")
+        check_field_types(self, "")
         at_least = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "max_length": MIN_MAX_LENGTH, "num_workers": 0}
         for name, low in at_least.items():
             if getattr(self, name) < low:

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from rich.console import Console
@@ -81,33 +82,28 @@ def _autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
-def predict_dataset(
-    model: torch.nn.Module,
-    dataset: MnerDataset,
-    text: TextSide,
-    vocab: LabelVocab,
-    cfg: TrainConfig,
-    device: torch.device,
-) -> list[list[str]]:
-    """The predicted tags of every post of ``dataset`` (one per word)."""
-    collate = Collator(text, with_images=dataset.features is not None)
-    loader = make_loader(dataset, collate, cfg.eval_batch_size, cfg.num_workers)
-    with _autocast(device, cfg.amp):
-        return predict_posts(model, loader, len(dataset.posts), [len(p) for p in dataset.posts], vocab, device)
+@dataclass
+class Predictor:
+    """A model with what it takes to tag whole datasets: its text side, labels and settings."""
 
+    model: torch.nn.Module
+    text: TextSide
+    vocab: LabelVocab
+    cfg: TrainConfig
+    device: torch.device
 
-def evaluate(
-    model: torch.nn.Module,
-    dataset: MnerDataset,
-    text: TextSide,
-    vocab: LabelVocab,
-    cfg: TrainConfig,
-    device: torch.device,
-) -> tuple[dict, list[list[str]]]:
-    """Scores (both schemes) and the predicted tags of every post of ``dataset``."""
-    preds = predict_dataset(model, dataset, text, vocab, cfg, device)
-    gold = [p.labels for p in dataset.posts]
-    return score(gold, preds), preds
+    def predict(self, dataset: MnerDataset) -> list[list[str]]:
+        """The predicted tags of every post of ``dataset`` (one per word)."""
+        collate = Collator(self.text, with_images=dataset.features is not None)
+        loader = make_loader(dataset, collate, self.cfg.eval_batch_size, self.cfg.num_workers)
+        lengths = [len(p) for p in dataset.posts]
+        with _autocast(self.device, self.cfg.amp):
+            return predict_posts(self.model, loader, len(dataset.posts), lengths, self.vocab, self.device)
+
+    def evaluate(self, dataset: MnerDataset) -> tuple[dict, list[list[str]]]:
+        """Scores (both schemes) and the predicted tags of every post of ``dataset``."""
+        preds = self.predict(dataset)
+        return score([p.labels for p in dataset.posts], preds), preds
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
@@ -229,7 +225,7 @@ def _epochs(model, train, dev, collate, text, vocab, cfg, run, device, optimizer
                     )
             progress.remove_task(batch_task)
 
-            dev_scores, _ = evaluate(model, dev, text, vocab, cfg, device)
+            dev_scores, _ = Predictor(model, text, vocab, cfg, device).evaluate(dev)
             dev_f1 = dev_scores[PRIMARY]["f1"]
             improved = dev_f1 > best_f1
             if improved:

@@ -38,11 +38,10 @@ def run(req: EvalRequest, console: Console | None = None) -> dict:
     require_labels(posts, "`umt eval`")
 
     from umt.pipeline.tables import metrics_table
-    from umt.pipeline.trainer import evaluate
 
     trained = run_dir.load(req.device)
     dataset = trained.dataset(posts, trained.features(req.features), name=name)
-    scores, _ = evaluate(trained.model, dataset, trained.text, trained.labels, config.train_cfg, trained.device)
+    scores, _ = trained.predictor().evaluate(dataset)
     result = {"run": str(req.run), "data": name, **scores}
     RunDir(target.parent).write_json(target.name, result)  # the run's atomic JSON writer
     console.print(metrics_table(scores, f"{config.model} ({Path(req.run).name}) on {name}"))

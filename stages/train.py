@@ -172,7 +172,7 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
 
     from umt.pipeline.devices import resolve_device
     from umt.pipeline.tables import metrics_table
-    from umt.pipeline.trainer import evaluate, fit, seed_everything
+    from umt.pipeline.trainer import Predictor, fit, seed_everything
 
     req, console, splits = session.req, session.console, session.splits
     text, data, stats = session.prepare(model_cfg, train_cfg)
@@ -214,8 +214,9 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
         return None
     model.load_state_dict(run.best_weights())
     with torch.no_grad():
-        dev_scores, _ = evaluate(model, data["valid"], text, session.vocab, train_cfg, device)
-        test_scores, test_pred = evaluate(model, data["test"], text, session.vocab, train_cfg, device)
+        predictor = Predictor(model, text, session.vocab, train_cfg, device)
+        dev_scores, _ = predictor.evaluate(data["valid"])
+        test_scores, test_pred = predictor.evaluate(data["test"])
     metrics = {
         "model": req.model,
         "dataset": req.dataset,

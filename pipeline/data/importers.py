@@ -28,8 +28,8 @@ from pathlib import Path
 
 from umt.cache.durable import atomic_write_bytes
 from umt.pipeline.data.images import IMAGE_EXTENSIONS
+from umt.pipeline.data.jsonl import json_lines
 from umt.pipeline.data.layout import IMAGES_SUFFIX, SPLITS
-from umt.pipeline.data.textfile import read_lines
 from umt.pipeline.data.twitter import read_twitter
 from umt.pipeline.errors import ConfigError, DataFormatError
 from umt.pipeline.labels import normalize_label
@@ -139,15 +139,7 @@ def import_mner_json(source: Path, root: Path, name: str, overwrite: bool = Fals
     converted: dict[str, list[dict]] = {}
     folders: dict[str, Path] = {}
     for split, path in files.items():
-        records = []
-        for number, text in enumerate(read_lines(path), start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(path, number, f"invalid JSON at column {e.colno}: {e.msg}") from None
-            records.append(_mner_record(record, path.parent.name, path, number))
+        records = [_mner_record(record, path.parent.name, path, number) for number, record in json_lines(path)]
         if not records:
             raise DataFormatError(path, 1, "no posts: the file is empty")
         converted[split] = records

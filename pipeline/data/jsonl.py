@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from umt.pipeline.data.textfile import read_lines
@@ -67,19 +68,24 @@ def _post(record: object, origin: str) -> Post:
     return Post(tokens, labels, image, origin=origin)
 
 
-def read_jsonl(path: str | Path) -> list[Post]:
-    """All posts of a JSON-lines file, in file order, labels normalised (``OTHER`` -> ``MISC``)."""
-    path = Path(path)
-    posts: list[Post] = []
+def json_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """(1-based line number, decoded value) of every non-blank line; DataFormatError at a bad one."""
     for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as e:
             raise DataFormatError(path, number, f"invalid JSON at column {e.colno}: {e.msg}") from None
         except RecursionError:
             raise DataFormatError(path, number, "invalid JSON: nested too deeply") from None
+
+
+def read_jsonl(path: str | Path) -> list[Post]:
+    """All posts of a JSON-lines file, in file order, labels normalised (``OTHER`` -> ``MISC``)."""
+    path = Path(path)
+    posts: list[Post] = []
+    for number, record in json_lines(path):
         try:
             posts.append(_post(record, f"{path}:{number}"))
         except ValueError as e:

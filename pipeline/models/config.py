@@ -14,6 +14,7 @@ from typing import Any
 
 from umt.cache.grid import BLOCKS, CHANNELS
 from umt.pipeline.errors import ConfigError
+from umt.pipeline.typed_fields import check_field_types
 
 MAX_SUGGESTED_HEADS = 32  # head counts listed when heads does not divide d
 
@@ -59,13 +60,7 @@ class ModelConfig:
     crf: bool = True
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            expected = {"bool": bool, "int": int, "float": float, "str": str}[f.type]
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ConfigError(f"model config: {f.name} must be a {f.type}, got {value!r}")
+        check_field_types(self, "model config: ")
         if self.heads < 1:
             raise ConfigError(f"model config: heads must be at least 1, got {self.heads}")
         if not 0.0 <= self.dropout < 1.0:
