@@ -159,30 +159,11 @@ def fit(
     process had been killed there (tests use it to check that resuming is exact). Ctrl-C
     raises :class:`TrainingInterrupted` naming the last completed epoch.
     """
-    console = console or Console()
-    device = resolve_device(cfg.device)
-    model.to(device)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.epochs)
-    start_epoch, best_f1, best_epoch = 0, -1.0, -1
-    collate = Collator(text, with_images=train.features is not None)
+    loop = _Loop(model, train, dev, text, vocab, cfg, run, console or Console())
     if resume:
-        if not run.resumable:
-            raise ConfigError(f"{run.path}: nothing to resume (no {RunDir.LAST}); start the run without --resume")
-        state = run.state()
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        start_epoch, best_f1, best_epoch = state["epoch"] + 1, state["best_f1"], state["best_epoch"]
-        run.log({"event": "resume", "epoch": start_epoch})
-        console.print(f"resuming {run.path} at epoch {start_epoch + 1}/{cfg.epochs} (best dev F1 {pct(best_f1)})")
-
+        loop.restore()
     try:
-        return _epochs(model, train, dev, collate, text, vocab, cfg, run, device, optimizer, scheduler,
-                       start_epoch, best_f1, best_epoch, console, stop_after_epoch)
+        return loop.epochs(stop_after_epoch)
     except KeyboardInterrupt:
         done = run.state()["epoch"] + 1 if run.resumable else 0
         run.log({"event": "interrupted", "completed_epochs": done})
@@ -190,75 +171,119 @@ def fit(
         raise TrainingInterrupted(f"interrupted after epoch {done} of {cfg.epochs} ({run.path}); {hint}") from None
 
 
-def _epochs(model, train, dev, collate, text, vocab, cfg, run, device, optimizer, scheduler,
-            start_epoch, best_f1, best_epoch, console, stop_after_epoch) -> dict:
-    with _progress(console) as progress:
-        epochs_task = progress.add_task("epochs", total=cfg.epochs, completed=start_epoch, info="")
-        for epoch in range(start_epoch, cfg.epochs):
-            started = time.perf_counter()
-            generator = torch.Generator().manual_seed(cfg.seed * _EPOCH_SEED_STRIDE + epoch)
-            order = torch.randperm(len(train), generator=generator).tolist()
-            loader = make_loader(train, collate, cfg.batch_size, cfg.num_workers, order)
-            batch_task = progress.add_task(f"epoch {epoch + 1}", total=len(loader), info="")
-            model.train()
-            total_loss, seen, last_line = 0.0, 0, started
-            for step, batch in enumerate(loader, start=1):
-                batch = batch.to(device, non_blocking=True)
-                with _autocast(device, cfg.amp):
-                    loss = model(batch)
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"epoch {epoch + 1}: the loss became {loss.item()}; lower --lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                total_loss += loss.item() * len(batch)
-                seen += len(batch)
-                progress.update(batch_task, advance=1, info=f"loss {total_loss / seen:.4f}")
-                if not console.is_terminal and time.perf_counter() - last_line >= _PLAIN_PROGRESS_SECONDS:
-                    last_line = time.perf_counter()
-                    rate = step / (last_line - started)
-                    console.print(
-                        f"  epoch {epoch + 1} batch {step}/{len(loader)}  loss {total_loss / seen:.4f}  "
-                        f"{rate:.2f} batches/s"
-                    )
-            progress.remove_task(batch_task)
+class _Loop:
+    """One run's training state: model, optimiser, schedule, the epoch to start at, the best score."""
 
-            dev_scores, _ = Predictor(model, text, vocab, cfg, device).evaluate(dev)
-            dev_f1 = dev_scores[PRIMARY]["f1"]
-            improved = dev_f1 > best_f1
-            if improved:
-                best_f1, best_epoch = dev_f1, epoch
-                run.save_best(model.state_dict(), epoch, dev_f1)
-            run.save_state(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                    "epoch": epoch,
-                    "best_f1": best_f1,
-                    "best_epoch": best_epoch,
-                },
-            )
-            elapsed = time.perf_counter() - started
-            record = {
-                "event": "epoch",
-                "epoch": epoch + 1,
-                "train_loss": total_loss / max(1, seen),
-                "dev": {k: dev_scores[PRIMARY][k] for k in ("precision", "recall", "f1")},
-                "best": improved,
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": round(elapsed, 2),
+    def __init__(self, model, train: MnerDataset, dev: MnerDataset, text: TextSide, vocab: LabelVocab,
+                 cfg: TrainConfig, run: RunDir, console: Console):
+        self.model, self.train, self.dev, self.cfg, self.run, self.console = model, train, dev, cfg, run, console
+        self.device = resolve_device(cfg.device)
+        model.to(self.device)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        self.optimizer, self.scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+        self.collate = Collator(text, with_images=train.features is not None)
+        self.predictor = Predictor(model, text, vocab, cfg, self.device)
+        self.start_epoch, self.best_f1, self.best_epoch = 0, -1.0, -1
+
+    def restore(self) -> None:
+        """Continue from ``last.pt``: weights, optimiser, schedule, RNG, best score."""
+        if not self.run.resumable:
+            raise ConfigError(f"{self.run.path}: nothing to resume (no {RunDir.LAST}); start the run without --resume")
+        state = self.run.state()
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.start_epoch, self.best_f1, self.best_epoch = state["epoch"] + 1, state["best_f1"], state["best_epoch"]
+        self.run.log({"event": "resume", "epoch": self.start_epoch})
+        self.console.print(
+            f"resuming {self.run.path} at epoch {self.start_epoch + 1}/{self.cfg.epochs} "
+            f"(best dev F1 {pct(self.best_f1)})"
+        )
+
+    def _summary(self, completed: bool) -> dict:
+        return {"completed": completed, "best_epoch": self.best_epoch + 1, "best_dev_f1": self.best_f1}
+
+    def epochs(self, stop_after_epoch: Callable[[int], bool] | None) -> dict:
+        cfg = self.cfg
+        with _progress(self.console) as progress:
+            epochs_task = progress.add_task("epochs", total=cfg.epochs, completed=self.start_epoch, info="")
+            for epoch in range(self.start_epoch, cfg.epochs):
+                started = time.perf_counter()
+                train_loss = self._train_epoch(epoch, progress, started)
+                dev_scores, _ = self.predictor.evaluate(self.dev)
+                dev_f1 = dev_scores[PRIMARY]["f1"]
+                improved = dev_f1 > self.best_f1
+                if improved:
+                    self.best_f1, self.best_epoch = dev_f1, epoch
+                    self.run.save_best(self.model.state_dict(), epoch, dev_f1)
+                self._checkpoint(epoch)
+                elapsed = time.perf_counter() - started
+                self.run.log(
+                    {
+                        "event": "epoch",
+                        "epoch": epoch + 1,
+                        "train_loss": train_loss,
+                        "dev": {k: dev_scores[PRIMARY][k] for k in ("precision", "recall", "f1")},
+                        "best": improved,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "seconds": round(elapsed, 2),
+                    }
+                )
+                progress.update(epochs_task, advance=1, info=f"dev F1 {pct(dev_f1)} (best {pct(self.best_f1)})")
+                self.console.print(
+                    f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}  dev F1 {pct(dev_f1)}"
+                    f"{'  *' if improved else ''}  ({elapsed:.1f}s)"
+                )
+                if stop_after_epoch is not None and stop_after_epoch(epoch):
+                    return self._summary(completed=False)
+        return self._summary(completed=True)
+
+    def _train_epoch(self, epoch: int, progress: Progress, started: float) -> float:
+        """One pass over the training windows in this epoch's fixed order; the mean loss per window."""
+        cfg, model = self.cfg, self.model
+        generator = torch.Generator().manual_seed(cfg.seed * _EPOCH_SEED_STRIDE + epoch)
+        order = torch.randperm(len(self.train), generator=generator).tolist()
+        loader = make_loader(self.train, self.collate, cfg.batch_size, cfg.num_workers, order)
+        task = progress.add_task(f"epoch {epoch + 1}", total=len(loader), info="")
+        model.train()
+        total_loss, seen, last_line = 0.0, 0, started
+        for step, batch in enumerate(loader, start=1):
+            batch = batch.to(self.device, non_blocking=True)
+            with _autocast(self.device, cfg.amp):
+                loss = model(batch)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"epoch {epoch + 1}: the loss became {loss.item()}; lower --lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            total_loss += loss.item() * len(batch)
+            seen += len(batch)
+            progress.update(task, advance=1, info=f"loss {total_loss / seen:.4f}")
+            if not self.console.is_terminal and time.perf_counter() - last_line >= _PLAIN_PROGRESS_SECONDS:
+                last_line = time.perf_counter()
+                self.console.print(
+                    f"  epoch {epoch + 1} batch {step}/{len(loader)}  loss {total_loss / seen:.4f}  "
+                    f"{step / (last_line - started):.2f} batches/s"
+                )
+        progress.remove_task(task)
+        return total_loss / max(1, seen)
+
+    def _checkpoint(self, epoch: int) -> None:
+        """The full training state after ``epoch``, for an exact resume."""
+        self.run.save_state(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                "epoch": epoch,
+                "best_f1": self.best_f1,
+                "best_epoch": self.best_epoch,
             }
-            run.log(record)
-            progress.update(epochs_task, advance=1, info=f"dev F1 {pct(dev_f1)} (best {pct(best_f1)})")
-            console.print(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  dev F1 {pct(dev_f1)}"
-                f"{'  *' if improved else ''}  ({elapsed:.1f}s)"
-            )
-            if stop_after_epoch is not None and stop_after_epoch(epoch):
-                return {"completed": False, "best_epoch": best_epoch + 1, "best_dev_f1": best_f1}
-    return {"completed": True, "best_epoch": best_epoch + 1, "best_dev_f1": best_f1}
+        )

@@ -43,3 +43,37 @@ def test_the_cli_works_from_a_folder_holding_cache_and_pipeline(tmp_path, tiny_r
         [sys.executable, "-m", "umt.cli", "models"], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and "umt-no-visual-gate" in done.stdout, done.stderr
+
+
+ROOT = Path(__file__).resolve().parents[1]
+#: What each layer may import of umt: cli -> stages -> pipeline -> cache, never back.
+ALLOWED = {
+    "cache": {"cache"},
+    "pipeline": {"pipeline", "cache"},
+    "stages": {"stages", "pipeline", "cache"},
+}
+
+
+def _umt_imports(path: Path) -> set[str]:
+    import ast
+
+    layers = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "umt" and len(parts) > 1:
+                layers.add(parts[1])
+    return layers
+
+
+def test_imports_flow_one_way():
+    wrong = []
+    for layer, allowed in ALLOWED.items():
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            for imported in _umt_imports(path) - allowed:
+                wrong.append(f"{path.relative_to(ROOT)} imports umt.{imported}")
+    assert wrong == []
+    assert _umt_imports(ROOT / "cli.py") <= {"stages", "pipeline", "cache"}
