@@ -222,7 +222,7 @@ class RunDir:
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # any parse failure of a user's file: truncated, corrupt, not torch
-            reason = " ".join(str(e).split())[:200]
+            reason = " ".join(str(e).split()).split(". ")[0][:160]  # torch's first sentence says what failed
             raise ConfigError(
                 f"{path} cannot be read ({type(e).__name__}: {reason}): the file is damaged or truncated; "
                 "train the run again"

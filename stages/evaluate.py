@@ -19,7 +19,7 @@ def _target(req: EvalRequest) -> Path:
     target = Path(req.out) if req.out is not None else Path(req.run) / f"eval_{name}.json"
     folder = target.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
-        why = "does not exist" if not folder.is_dir() else "is not writable"
+        why = "is not writable" if folder.is_dir() else ("is a file" if folder.exists() else "does not exist")
         raise ConfigError(f"cannot write the scores to {target}: the folder {folder} {why} (choose another --out)")
     return target
 
