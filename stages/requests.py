@@ -1,7 +1,8 @@
 """The typed request of every command: what ``cli`` parses the flags into and ``stages.*`` run.
 
 One convention for every stage: the module ``umt.stages.<command>`` exposes
-``run(request, console=None)``, and its request type lives here. This module imports no torch,
+``run(request, console=None)``, and its request type lives here (``umt models``, which has no
+options, takes ``run(console=None)``). This module imports no torch,
 h5py or transformers, so the CLI builds and checks a request (bad numbers, missing paths) in a
 fraction of a second, before any model is loaded. Each request checks itself on construction.
 """

@@ -157,10 +157,18 @@ def test_unwritable_outputs_are_refused_before_any_work(finished_run, tiny_root,
     readonly = tmp_path / "readonly"
     readonly.mkdir(mode=0o555)
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == readonly else real_access(p, m))
+    def access(target, path, mode):
+        return False if Path(path) == target and mode & os.W_OK else real_access(path, mode)
+
+    monkeypatch.setattr(os, "access", lambda p, m: access(readonly, p, m))
     err = one_line_error(*umt(["eval", finished_run, "--out", readonly / "scores.json"], capsys))
     assert f"the folder {readonly} is not writable" in err
     assert not (finished_run / "eval_test.json").exists()  # refused before scoring, nothing written elsewhere
+    (readonly / "run").mkdir()
+    monkeypatch.setattr(os, "access", lambda p, m: access(readonly / "run", p, m))
+    err = one_line_error(*umt(["train", "--data-root", tiny_root, "--dataset", "tiny", "--model", "bert-crf",
+                                 "--out", readonly / "run"], capsys))
+    assert f"cannot write into the run directory {readonly / 'run'}: permission denied" in err
 
 
 # ---- data that would train silently wrong -------------------------------------------------------
@@ -268,6 +276,15 @@ def test_a_run_that_failed_does_not_block_a_rerun(tiny_root, tiny_encoder_dir, t
     (run / "config.json").write_text("{}")  # left by a run killed before its first epoch ended
     (metrics,) = train.run(_request(tiny_root, tiny_encoder_dir, run, model="umt", no_images=True))
     assert metrics["model"] == "umt"
+
+
+def test_scores_are_fractions_in_files_and_percentages_on_screen(tiny_root, tiny_encoder_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    train.run(_request(tiny_root, tiny_encoder_dir, run, train={"epochs": 1}))
+    (epoch,) = [e for e in RunDir(run).events() if e["event"] == "epoch"]
+    assert 0.0 <= epoch["dev"]["f1"] <= 1.0
+    assert f"dev F1 {100 * epoch['dev']['f1']:.2f}" in capsys.readouterr().out
+    assert 0.0 <= RunDir(run).metrics()["test"]["default"]["f1"] <= 1.0
 
 
 def test_run_files_honour_the_umask(finished_run):
