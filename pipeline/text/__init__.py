@@ -1,0 +1,1 @@
+"""Text sides: how a family of encoders reads posts (``base.TextSide``; ``subword`` for Hugging Face)."""
