@@ -103,9 +103,9 @@ def toy_models():
         yield
 
 
-def _request(root: Path, model: str, out: Path) -> TrainRequest:
+def _request(root: Path, model: str, out: Path, features: Path | None = None) -> TrainRequest:
     return TrainRequest(
-        dataset="tiny", model=model, data_root=root, out=out, no_images=True,
+        dataset="tiny", model=model, data_root=root, out=out, no_images=features is None, features=features,
         model_cfg=ModelConfig(encoder="unused", pretrained_encoder=False, heads=4),
         train_cfg=TrainConfig(epochs=12, batch_size=8, lr=2e-2, warmup=0.0),
     )
@@ -133,6 +133,35 @@ def test_a_word_level_recipe_trains_reloads_and_predicts_the_same(toy_models, ti
     assert trained.predict([["Anna", "visits", "Zurich", "!"]])[0][0] == "B-PER"  # unknown words still tagged
     again = evaluate.run(EvalRequest(run))
     assert again["default"] == metrics["test"]["default"]
+
+
+def test_a_word_level_recipe_reads_images_through_the_cache(toy_models, tiny_root, tmp_path, capsys):
+    """The same word-level side under MMI with real cache reads (a few images present, most missing)."""
+    from PIL import Image
+
+    from umt.pipeline.data.layout import load_dataset
+    from umt.stages import extract_images
+    from umt.stages.requests import ExtractRequest
+
+    splits = load_dataset(tiny_root, "tiny")
+    ids = sorted(p.image for posts in splits.values() for p in posts)
+    images = tmp_path / "images"
+    images.mkdir()
+    drawn = [p.image for p in splits["train"][:6]] + [p.image for p in splits["test"][:4]]
+    for i, image_id in enumerate(drawn):
+        Image.new("RGB", (32, 32), (30 * i, 100, 0)).save(images / f"{image_id}.jpg")
+    (tmp_path / "ids.txt").write_text("\n".join(ids))
+    cache = tmp_path / "feats.h5"
+    extract_images.run(
+        ExtractRequest(images=images, ids_from=tmp_path / "ids.txt", out=cache, weights="random", dtype="float32",
+                       num_workers=0)
+    )
+    run = tmp_path / "run"
+    train.run(_request(tiny_root, "toy-word-umt", run, features=cache))
+    assert "only 6 of 48 training posts (12.5%) have image features" in capsys.readouterr().out
+    trained = umt.load(run, device="cpu")
+    posts = splits["test"]
+    assert trained.predict(posts, features=trained.features()) == _conll_predictions(run)
 
 
 def test_registered_names_vanish_when_the_block_ends(tiny_root):
