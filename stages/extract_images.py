@@ -12,7 +12,6 @@ are checked and the output's lock is taken first; torch and torchvision load aft
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,16 +74,14 @@ def run(request: ExtractRequest, console: Console | None = None) -> ExtractResul
                 assigned = len(plan.assigned_chunks())
                 console.print(f"resuming: {tx.resumed_chunks} of {assigned} chunks already done in {tx.root}")
             if tx.todo:
-                started = time.perf_counter()
                 try:
-                    processed = extract.compute_chunks(
+                    processed, seconds = extract.compute_chunks(
                         tx, source, weights=request.weights, dtype=request.dtype, amp=request.amp, device=device,
                         num_workers=request.num_workers,
                     )
                 except KeyboardInterrupt:
                     console.print(f"[yellow]stopped; finished chunks are kept in {tx.root}; run the same command again")
                     raise
-                seconds = time.perf_counter() - started
             tx.commit()
             if processed:
                 console.print(

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -110,8 +111,12 @@ def compute_chunks(
     amp: bool,
     device: torch.device,
     num_workers: int | None,
-) -> int:
-    """Decode -> forward -> write every chunk of ``tx.todo``; returns the number of images processed."""
+) -> tuple[int, float]:
+    """Decode -> forward -> write every chunk of ``tx.todo``; (images processed, seconds).
+
+    The seconds cover decoding, the forward passes and the chunk writes, not the model load:
+    the steady-state rate the progress bar shows.
+    """
     workers = num_workers if num_workers is not None else default_workers(device)
     # Fork the decoding workers before the model fills the heap: pages a forked child shares
     # are copied when the parent writes them, which made the first forward passes up to a
@@ -128,6 +133,7 @@ def compute_chunks(
     total = sum(len(plan.chunk(i)) for i in plan.assigned_chunks())
     done = total - sum(len(plan.chunk(i)) for i in tx.todo)
     processed = 0
+    started = time.perf_counter()
     # One background writer, at most one chunk in flight: the file write and fsync overlap the
     # next forward pass, and memory holds at most two chunks of grids.
     with _progress() as progress, ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
@@ -153,4 +159,4 @@ def compute_chunks(
             progress.advance(task, len(chunk.status))
         if pending is not None:
             pending.result()
-    return processed
+    return processed, time.perf_counter() - started
