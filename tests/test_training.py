@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FILLER, PEOPLE
 
 from umt.cli import parse_overrides
 from umt.pipeline.batch import Batch
@@ -24,8 +25,6 @@ from umt.pipeline.train_config import TrainConfig
 from umt.stages import evaluate, train
 from umt.stages.requests import EvalRequest, TrainRequest
 
-FILLER = ["great", "day", "with", "today", "so", "happy", "the", "we", "love", "new"]
-PEOPLE = ["Anna", "Brian", "Chloe", "Dmitri", "Elena", "Farid"]
 
 def _request(root: Path, encoder: Path, out: Path, model: str = "bert-crf", epochs: int = 3, **kw) -> TrainRequest:
     return TrainRequest(
