@@ -15,13 +15,19 @@ DEVICE_NAME = re.compile(r"auto|cpu|cuda(?::(\d+))?")
 CHOICES = "auto, cpu, cuda or cuda:N"
 
 
+def check_device_name(name: str) -> re.Match:
+    """Refuse a spelling that names no device; needs no torch, so requests call it on construction."""
+    match = DEVICE_NAME.fullmatch(name)
+    if not match:
+        raise ConfigError(f"--device {name!r}: expected {CHOICES}")
+    return match
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto``: the first CUDA device when there is one, else the CPU; CUDA names are checked to exist."""
     import torch
 
-    match = DEVICE_NAME.fullmatch(name)
-    if not match:
-        raise ConfigError(f"--device {name!r}: expected {CHOICES}")
+    match = check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):

@@ -52,6 +52,14 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 2
 
 
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented UTF-8 JSON, written atomically; an unwritable place is a ConfigError."""
+    try:
+        atomic_write_bytes(path, json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror}") from None
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """What ``config.json`` holds: enough to rebuild the model and to find its data."""
@@ -188,7 +196,7 @@ class RunDir:
             raise ConfigError(f"cannot write {self.path / name}: {e.strerror}") from None
 
     def write_json(self, name: str, obj: Any) -> None:
-        self._write(name, json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+        write_json(self.path / name, obj)
 
     def read_json(self, name: str) -> Any:
         path = self.path / name

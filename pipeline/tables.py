@@ -6,12 +6,16 @@ with two decimals (every table and progress line): :func:`pct` is the one conver
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
 from umt.cache.format import Status
-from umt.cache.reader import FeatureCache
 from umt.pipeline.metrics import PRIMARY
+
+if TYPE_CHECKING:
+    from umt.cache.reader import FeatureCache
 
 
 def pct(x: float) -> str:

@@ -9,7 +9,8 @@ from rich.console import Console
 
 from umt.pipeline.data.layout import load_split, read_posts, require_labels
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.run_dir import RunDir
+from umt.pipeline.run_dir import RunDir, write_json
+from umt.pipeline.tables import metrics_table
 from umt.stages.requests import EvalRequest
 
 
@@ -37,13 +38,11 @@ def run(req: EvalRequest, console: Console | None = None) -> dict:
         posts, name = load_split(root, config.dataset, req.split), f"{config.dataset}/{req.split}"
     require_labels(posts, "`umt eval`")
 
-    from umt.pipeline.tables import metrics_table
-
     trained = run_dir.load(req.device)
     dataset = trained.dataset(posts, trained.features(req.features), name=name)
     scores, _ = trained.predictor().evaluate(dataset)
     result = {"run": str(req.run), "data": name, **scores}
-    RunDir(target.parent).write_json(target.name, result)  # the run's atomic JSON writer
+    write_json(target, result)
     console.print(metrics_table(scores, f"{config.model} ({Path(req.run).name}) on {name}"))
     console.print(f"metrics written to {target}")
     return result

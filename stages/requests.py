@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from umt.cache.paths import Shard
+from umt.pipeline.devices import check_device_name
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.train_config import TrainConfig
@@ -28,13 +29,6 @@ __all__ = [
     "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_FAILURES", "CacheInfoRequest", "CacheMergeRequest", "DataImportRequest",
     "DataStatsRequest", "DemoRequest", "EvalRequest", "ExtractRequest", "Shard", "TrainRequest",
 ]
-
-
-def _device_name(name: str) -> None:
-    from umt.pipeline.devices import CHOICES, DEVICE_NAME
-
-    if not DEVICE_NAME.fullmatch(name):
-        raise ConfigError(f"--device {name!r}: expected {CHOICES}")
 
 
 @dataclass(frozen=True)
@@ -89,7 +83,7 @@ class ExtractRequest:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers must be 0 or more, got {self.num_workers}")
-        _device_name(self.device)
+        check_device_name(self.device)
 
 
 @dataclass(frozen=True)
@@ -136,7 +130,7 @@ class TrainRequest:
             raise ConfigError(f"--seeds {','.join(map(str, self.seeds))}: a seed is repeated")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other: pick one")
-        _device_name(self.train_cfg.device)
+        check_device_name(self.train_cfg.device)
 
     def run_dir(self, seed: int) -> Path:
         """``--out``, or ``runs/<dataset>/<model>/seed<N>``; with several seeds, one folder each under ``--out``."""
@@ -164,7 +158,7 @@ class EvalRequest:
     def __post_init__(self) -> None:
         if self.split not in EVAL_SPLITS:
             raise ConfigError(f"--split {self.split!r}: expected one of {', '.join(EVAL_SPLITS)}")
-        _device_name(self.device)
+        check_device_name(self.device)
 
 
 @dataclass(frozen=True)

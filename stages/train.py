@@ -22,13 +22,13 @@ from rich.table import Table
 from umt.pipeline.data.layout import load_dataset, require_labels
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.features import features_path
+from umt.pipeline.features import features_path, open_features
 from umt.pipeline.labels import LabelVocab
 from umt.pipeline.metrics import PRIMARY
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.models.registry import Recipe, get_recipe
-from umt.pipeline.run_dir import RunConfig, RunDir
-from umt.pipeline.tables import pct
+from umt.pipeline.run_dir import RunConfig, RunDir, write_json
+from umt.pipeline.tables import metrics_table, pct
 from umt.pipeline.text.hf import check_model_folder
 from umt.pipeline.train_config import RUNTIME_FIELDS, TrainConfig
 from umt.stages.requests import TrainRequest
@@ -37,13 +37,13 @@ from umt.stages.requests import TrainRequest
 MIN_IMAGE_SHARE = 0.5
 
 
-def _resumed_configs(run: RunDir, req: TrainRequest, seed: int) -> tuple[ModelConfig, TrainConfig]:
+def _resumed_configs(run: RunDir, req: TrainRequest, recipe: Recipe, seed: int) -> tuple[ModelConfig, TrainConfig]:
     """The settings a run was started with; an option given now that differs from them is refused."""
     stored = run.config()
     problems = []
     if stored.model != req.model or stored.dataset != req.dataset:
         problems.append(f"it trains {stored.model} on {stored.dataset}, not {req.model} on {req.dataset}")
-    if stored.no_images != (req.no_images and get_recipe(req.model).multimodal):
+    if stored.no_images != (req.no_images and recipe.multimodal):
         problems.append(f"it was started {'with' if stored.no_images else 'without'} --no-images")
     if stored.train_cfg.seed != seed:
         problems.append(f"seed: the run has {stored.train_cfg.seed}, asked {seed}")
@@ -78,8 +78,6 @@ class _Session:
     """What the runs of one request share: data, features and, per settings, text side and datasets."""
 
     def __init__(self, req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console):
-        from umt.pipeline.features import open_features
-
         self.req, self.recipe, self.splits, self.vocab, self.console = req, recipe, splits, vocab, console
         self.features, self.features_info = None, None
         if recipe.multimodal and not req.no_images:
@@ -142,7 +140,7 @@ def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None
         run_dir = RunDir(req.run_dir(seed))
         state = run_dir.claim(resume=req.resume, overwrite=req.overwrite)
         if state == "resume":
-            model_cfg, train_cfg = _resumed_configs(run_dir, req, seed)
+            model_cfg, train_cfg = _resumed_configs(run_dir, req, recipe, seed)
         else:
             model_cfg, train_cfg = req.model_cfg, replace(req.train_cfg, seed=seed)
         runs.append((seed, run_dir, state, model_cfg, train_cfg))
@@ -168,10 +166,7 @@ def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None
 
 
 def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_cfg, stop_after_epoch):
-    import torch
-
     from umt.pipeline.devices import resolve_device
-    from umt.pipeline.tables import metrics_table
     from umt.pipeline.trainer import Predictor, fit, seed_everything
 
     req, console, splits = session.req, session.console, session.splits
@@ -213,10 +208,9 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
         console.print(f"stopped early; continue with --resume ({run.path})")
         return None
     model.load_state_dict(run.best_weights())
-    with torch.no_grad():
-        predictor = Predictor(model, text, session.vocab, train_cfg, device)
-        dev_scores, _ = predictor.evaluate(data["valid"])
-        test_scores, test_pred = predictor.evaluate(data["test"])
+    predictor = Predictor(model, text, session.vocab, train_cfg, device)
+    dev_scores, _ = predictor.evaluate(data["valid"])
+    test_scores, test_pred = predictor.evaluate(data["test"])
     metrics = {
         "model": req.model,
         "dataset": req.dataset,
@@ -245,7 +239,7 @@ def _summarise(results: list[dict], req: TrainRequest, console: Console) -> None
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "values": values,
             }
-    RunDir(req.seeds_dir).write_json("summary.json", {"seeds": [m["seed"] for m in results], **rows})
+    write_json(req.seeds_dir / "summary.json", {"seeds": [m["seed"] for m in results], **rows})
     table = Table(title=f"{req.model} on {req.dataset}: {len(results)} seeds (mean ± std)", title_justify="left")
     for column in ("split", "P", "R", "F1"):
         table.add_column(column, justify="right")

@@ -42,10 +42,9 @@ def _encode_labels(post: Post, vocab: LabelVocab) -> list[int]:
         return vocab.encode(post.labels)
     except ValueError:
         unknown = sorted({t for t in (split_label(tag)[1] for tag in post.labels) if t and t not in vocab.types})
-        path, _, line = post.origin.rpartition(":")
-        raise DataFormatError(
-            path or post.origin,
-            int(line) if line.isdigit() else None,
+        raise DataFormatError(  # origin is already "<file>:<line>"
+            post.origin,
+            None,
             f"entity type {', '.join(unknown)} is not one this model was trained on ({', '.join(vocab.types)})",
         ) from None
 

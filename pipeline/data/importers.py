@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from umt.cache.durable import atomic_write_bytes
-from umt.pipeline.data.images import IMAGE_EXTENSIONS
+from umt.pipeline.data.images import IMAGE_EXTENSIONS, resolve_image
 from umt.pipeline.data.jsonl import json_lines
 from umt.pipeline.data.layout import IMAGES_SUFFIX, SPLITS
 from umt.pipeline.data.twitter import read_twitter
@@ -91,8 +91,6 @@ def import_twitter(source: Path, root: Path, name: str, overwrite: bool = False)
     copied, missing = 0, []
     ids = sorted({p.image for split_posts in posts.values() for p in split_posts if p.image is not None})
     if image_dir is not None:
-        from umt.pipeline.data.images import resolve_image
-
         for image_id in ids:
             found = resolve_image(image_dir, image_id)
             if found is None:

@@ -29,6 +29,7 @@ from rich.text import Text
 from umt.cache.format import FORMAT_VERSION
 from umt.cache.grid import CHANNELS, GRID
 from umt.cache.manifest import ids_digest, normalise
+from umt.cache.paths import Shard
 from umt.cache.transaction import CacheTransaction
 from umt.cache.workdir import Chunk
 from umt.pipeline.environment import package_versions
@@ -49,7 +50,7 @@ GPU_MAX_WORKERS = 8
 
 
 def build_manifest(
-    source: Source, weights: str, dtype: str, amp: bool, batch_size: int, shard, device: torch.device
+    source: Source, weights: str, dtype: str, amp: bool, batch_size: int, shard: Shard | None, device: torch.device
 ) -> dict[str, Any]:
     """The manifest of the cache a run writes, less ``counts`` and ``created`` (known at commit)."""
     manifest = {
