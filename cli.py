@@ -253,11 +253,13 @@ def cache_merge_cmd(
 
 
 @_command(app, "models")
-def models_cmd() -> None:
-    """List the registered models (the names `umt train --model` accepts)."""
+def models_cmd(
+    defaults: bool = typer.Option(False, "--defaults", help="Also show each model's training defaults."),
+) -> None:
+    """List the registered models (the names `umt train --model` accepts) with their paper rows."""
     from umt.stages import models
 
-    models.run()
+    models.run(defaults=defaults)
 
 
 @_command(app, "train")
@@ -265,16 +267,22 @@ def train_cmd(
     ctx: typer.Context,
     dataset: str = typer.Option("twitter2017", help="Dataset folder under the data root (train/valid/test files)."),
     model: str = typer.Option("umt", help="Registered model name; `umt models` lists them."),
-    encoder: str = typer.Option("bert-base-cased", help="Hugging Face encoder name or local model folder."),
+    encoder: str = typer.Option(
+        "bert-base-cased", help="Hugging Face encoder name or local model folder (the BERT models)."
+    ),
+    word_vectors: str = typer.Option(
+        "", help="Pre-trained word vectors for the BiLSTM models: a GloVe / word2vec text file, a .npy matrix "
+        "with its vocabulary file beside it (or their folder), or 'random' for random embeddings.",
+    ),
     features: Path | None = typer.Option(
         None, help="Image-feature cache from `umt extract-images` (default: the one written for --dataset)."
     ),
     no_images: bool = typer.Option(
         False, "--no-images", help="Train a multimodal model with every image absent (no cache needed)."
     ),
-    epochs: int = typer.Option(_T.epochs, help="Training epochs."),
-    batch_size: int = typer.Option(_T.batch_size, help="Posts (windows) per batch."),
-    lr: float = typer.Option(_T.lr, help="Peak learning rate (linear warm-up, then linear decay)."),
+    epochs: int = typer.Option(_T.epochs, help="Training epochs (default: the model's; `umt models --defaults`)."),
+    batch_size: int = typer.Option(_T.batch_size, help="Posts (windows) per batch (default: the model's)."),
+    lr: float = typer.Option(_T.lr, help="Peak learning rate (default: the model's)."),
     seed: int = typer.Option(_T.seed, help="Random seed."),
     seeds: str | None = typer.Option(None, help="Comma-separated seeds, one run each, e.g. 1,2,3 (overrides --seed)."),
     out: Path | None = typer.Option(None, help="Run directory (default: runs/<dataset>/<model>/seed<N>)."),
@@ -295,9 +303,9 @@ def train_cmd(
     seed_list = parse_seeds(seeds) if seeds else (seed,)
     overrides = parse_overrides(set_)
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "num_workers": num_workers}
-    model_cfg = ModelConfig(**{"encoder": encoder, **overrides["model"]})
+    model_cfg = ModelConfig(**{"encoder": encoder, "word_vectors": word_vectors, **overrides["model"]})
     train_cfg = TrainConfig(**{**flags, "seed": seed_list[0], **overrides["train"]})
-    explicit = _given(ctx, "encoder", *flags) | set(overrides["model"]) | set(overrides["train"])
+    explicit = _given(ctx, "encoder", "word_vectors", *flags) | set(overrides["model"]) | set(overrides["train"])
     train.run(
         requests.TrainRequest(
             dataset=dataset, model=model, data_root=_data_root(data_root), model_cfg=model_cfg, train_cfg=train_cfg,

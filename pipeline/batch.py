@@ -58,8 +58,18 @@ class SubwordInputs(TextInputs):
 
 
 @dataclass
+class WordInputs(TextInputs):
+    """What a word-level encoder (embeddings, character CNN / LSTM, BiLSTM) reads."""
+
+    word_ids: torch.Tensor  # (B, W) long, vocabulary ids (0 on padding)
+    char_ids: torch.Tensor  # (B, W, C) long, character ids of each word (0 on padding)
+    casing: torch.Tensor  # (B, W) long, casing category of each word (0 on padding)
+    mask: torch.Tensor  # (B, W) bool, True for real words
+
+
+@dataclass
 class Batch:
-    text: TextInputs  # the text side's tensors (SubwordInputs for Hugging Face encoders)
+    text: TextInputs  # the text side's tensors (SubwordInputs for Hugging Face encoders, WordInputs for words)
     word_mask: torch.Tensor  # (B, W) bool, True for real words
     labels: torch.Tensor | None  # (B, W) long NER label ids (0 on padding); None when unlabelled
     esd_labels: torch.Tensor | None  # (B, W) long ESD label ids (0 on padding)

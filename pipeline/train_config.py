@@ -11,6 +11,8 @@ from umt.pipeline.typed_fields import check_field_types
 MIN_MAX_LENGTH = 8
 #: Settings that change how a run is computed but not what it computes; a resumed run may change them.
 RUNTIME_FIELDS = ("device", "num_workers", "eval_batch_size")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("linear", "inverse")
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,11 @@ class TrainConfig:
     batch_size: int = 16  # paper
     eval_batch_size: int = 64
     lr: float = 5e-5  # paper
-    warmup: float = 0.1  # fraction of all steps with linear warm-up, then linear decay (BERT recipe)
+    optimizer: str = "adamw"  # adamw (BERT recipe) or sgd (with momentum; the LSTM baselines)
+    momentum: float = 0.9  # sgd only
+    schedule: str = "linear"  # linear: warm-up then linear decay; inverse: lr / (1 + lr_decay * epoch)
+    warmup: float = 0.1  # linear schedule: fraction of all steps with linear warm-up (BERT recipe)
+    lr_decay: float = 0.05  # inverse schedule: decay per epoch (Ma and Hovy, 2016)
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     max_length: int = 128  # paper: maximum sub-word sequence length
@@ -40,6 +46,13 @@ class TrainConfig:
                 raise ConfigError(f"{_flag(name)} must be at least {low}, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"--set {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.momentum < 1.0 or self.lr_decay < 0:
+            raise ConfigError(
+                f"--set momentum must be in [0, 1) and lr_decay >= 0, got {self.momentum}, {self.lr_decay}"
+            )
         if not 0.0 <= self.warmup <= 1.0:
             raise ConfigError(f"--set warmup must be a fraction of the steps in [0, 1], got {self.warmup}")
         if self.weight_decay < 0 or self.max_grad_norm <= 0:

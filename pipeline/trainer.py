@@ -106,24 +106,35 @@ class Predictor:
         return score([p.labels for p in dataset.posts], preds), preds
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int):
+    """The optimiser (AdamW or SGD with momentum) and its per-step learning-rate schedule.
+
+    ``linear``: warm-up over ``warmup`` of all steps, then linear decay to 0 (the BERT recipe).
+    ``inverse``: lr / (1 + lr_decay * epoch), constant within an epoch (Ma and Hovy, 2016).
+    """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         exempt = param.ndim < 2 or any(key in name.lower() for key in _NO_DECAY)
         (no_decay if exempt else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-    )
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    total_steps = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup * total_steps))
 
-    def factor(step: int) -> float:
+    def linear(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
+    def inverse(step: int) -> float:
+        return 1.0 / (1.0 + cfg.lr_decay * (step // steps_per_epoch))
+
+    factor = inverse if cfg.schedule == "inverse" else linear
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -180,7 +191,7 @@ class _Loop:
         self.device = resolve_device(cfg.device)
         model.to(self.device)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        self.optimizer, self.scheduler = _optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+        self.optimizer, self.scheduler = _optimizer(model, cfg, steps_per_epoch)
         self.collate = Collator(text, with_images=train.features is not None)
         self.predictor = Predictor(model, text, vocab, cfg, self.device)
         self.start_epoch, self.best_f1, self.best_epoch = 0, -1.0, -1

@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from umt.pipeline.models.registry import get_recipe, model_names
+from umt.pipeline.models.registry import Recipe, get_recipe, model_names
+
+_CHARACTERS = {"cnn": " + char CNN", "lstm": " + char BiLSTM", "none": ""}
 
 
-def run(console: Console | None = None) -> None:
-    table = Table("name", "images", "text side", "what it is")
+def text_label(recipe: Recipe) -> str:
+    """What reads the text, in words (without importing the text side)."""
+    name = recipe.text if isinstance(recipe.text, str) else f"{recipe.text.__module__}:{recipe.text.__name__}"
+    if name.endswith(":SubwordTextSide"):
+        return "BERT (sub-words)"
+    if name.endswith(":WordTextSide"):
+        return f"words{_CHARACTERS[recipe.fixes.get('char_encoder', 'none')]} -> BiLSTM"
+    return name.rpartition(":")[2]
+
+
+def fusion_label(recipe: Recipe) -> str:
+    return recipe.fixes.get("fusion", "mmi").upper() if recipe.multimodal else "-"
+
+
+def run(console: Console | None = None, defaults: bool = False) -> None:
+    console = console or Console()
+    table = Table("images", "text side", "fusion", "paper row: test F1 Twitter-2015 / 2017")
+    table.columns.insert(0, Column("name", no_wrap=True))
     for name in model_names():
         recipe = get_recipe(name)
-        kind = recipe.text.rpartition(":")[2] if isinstance(recipe.text, str) else recipe.text.__name__
-        table.add_row(name, "yes" if recipe.multimodal else "no", kind, recipe.help)
-    (console or Console()).print(table)
+        table.add_row(name, "yes" if recipe.multimodal else "no", text_label(recipe), fusion_label(recipe),
+                      recipe.paper or "-")
+    console.print(table)
+    if defaults:
+        table = Table(Column("name", no_wrap=True), "what it is", "defaults (override with --set KEY=VALUE)")
+        for name in model_names():
+            recipe = get_recipe(name)
+            shown = ", ".join(f"{k}={v}" for k, v in recipe.defaults.items()) or "the general defaults"
+            table.add_row(name, recipe.help, shown)
+        console.print(table)

@@ -103,9 +103,11 @@ class CacheMergeRequest:
 class TrainRequest:
     """``umt train``: one run per seed of ``model`` on ``dataset``.
 
-    ``explicit`` names the ModelConfig / TrainConfig fields the user gave on the command line.
-    With ``resume`` a run continues with the settings it was started with; an explicit setting
-    that differs from them is refused (see ``umt.stages.train``).
+    ``explicit`` names the ModelConfig / TrainConfig fields the user gave on the command line;
+    the recipe's defaults fill the others (``Recipe.defaulted``). None (a request built in
+    Python) counts every field that differs from its dataclass default as given. With
+    ``resume`` a run continues with the settings it was started with; an explicit setting that
+    differs from them is refused (see ``umt.stages.train``).
     """
 
     dataset: str
@@ -119,9 +121,17 @@ class TrainRequest:
     no_images: bool = False
     resume: bool = False
     overwrite: bool = False
-    explicit: frozenset[str] = frozenset()
+    explicit: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.explicit is None:
+            given = {
+                name
+                for config, default in ((self.model_cfg, ModelConfig()), (self.train_cfg, TrainConfig()))
+                for name, value in config.to_dict().items()
+                if value != getattr(default, name)
+            }
+            object.__setattr__(self, "explicit", frozenset(given))
         if self.seeds is None:
             object.__setattr__(self, "seeds", (self.train_cfg.seed,))
         if not self.seeds:

@@ -29,7 +29,6 @@ from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.models.registry import Recipe, get_recipe
 from umt.pipeline.run_dir import RunConfig, RunDir, write_json
 from umt.pipeline.tables import metrics_table, pct
-from umt.pipeline.text.hf import check_model_folder
 from umt.pipeline.train_config import RUNTIME_FIELDS, TrainConfig
 from umt.stages.requests import TrainRequest
 
@@ -68,8 +67,7 @@ def _check_inputs(req: TrainRequest, recipe: Recipe) -> tuple[dict[str, list[Pos
         require_labels(posts, "`umt train` (every split)")
     if recipe.multimodal and not req.no_images:
         features_path(req.features, req.data_root, req.dataset)
-    if req.model_cfg.pretrained_encoder:
-        check_model_folder(req.model_cfg.encoder, need_weights=True)
+    recipe.check_inputs(req.model_cfg)
     vocab = LabelVocab.from_sequences(p.labels for posts in splits.values() for p in posts)
     return splits, vocab
 
@@ -88,7 +86,7 @@ class _Session:
 
     def prepare(self, model_cfg: ModelConfig, train_cfg: TrainConfig):
         """(text side, {split: dataset}, visual stats) for these settings, built once."""
-        key = (model_cfg.encoder, train_cfg.max_length, train_cfg.stride, train_cfg.standardize_visual)
+        key = (model_cfg, train_cfg.max_length, train_cfg.stride, train_cfg.standardize_visual)
         if key not in self._prepared:
             self._prepared[key] = self._build(model_cfg, train_cfg)
         return self._prepared[key]
@@ -134,6 +132,8 @@ def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None
     """Train every requested seed; returns one ``metrics.json`` dict per finished run."""
     console = console or Console()
     recipe = get_recipe(req.model)
+    model_cfg, train_cfg = recipe.defaulted(req.model_cfg, req.train_cfg, req.explicit)
+    req = replace(req, model_cfg=model_cfg, train_cfg=train_cfg)
     splits, vocab = _check_inputs(req, recipe)
     runs = []
     for seed in req.seeds:
@@ -175,7 +175,7 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
     console.print(
         f"[bold]{req.model}[/] on {req.dataset} (seed {train_cfg.seed}): {len(splits['train'])} train / "
         f"{len(splits['valid'])} dev / {len(splits['test'])} test posts, {len(session.vocab)} labels, "
-        f"encoder {model_cfg.encoder}, device {device}, "
+        f"text {_describe(text)}, device {device}, "
         + (f"images from {session.features_info['path']}" if session.features_info else "no images")
     )
     seed_everything(train_cfg.seed)
@@ -227,6 +227,10 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
     )
     console.print(f"run directory: {run.path}")
     return metrics
+
+
+def _describe(text) -> str:
+    return ", ".join(f"{k} {v}" for k, v in text.describe().items() if k != "kind") or text.kind
 
 
 def _summarise(results: list[dict], req: TrainRequest, console: Console) -> None:

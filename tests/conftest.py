@@ -15,6 +15,17 @@ TINY_WORDS = ("Great", "to", "see", "today", "in", "the", "Jordan", "Paris", "Sy
 SYNTHETIC_NAME = "synth"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and two threads slow down 20x on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer, 48-wide BERT with a cased WordPiece vocabulary, as a Hugging Face folder."""
@@ -64,3 +75,29 @@ def write_tiny_dataset(root: Path, name: str = "tiny", sizes=(48, 12, 12), seed:
 def tiny_root(tmp_path_factory) -> Path:
     """``tiny/{train,valid,test}.txt``: 48/12/12 posts "<filler> <PER> visits <LOC> !" (read-only)."""
     return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+def write_grid_cache(path: Path, grids: dict) -> Path:
+    """A feature cache holding ``grids`` (image id -> (49, 2048) array, or None for a missing image),
+    written with the cache's own writer: what `umt extract-images` would leave, without a ResNet."""
+    import numpy as np
+
+    from umt.cache.format import CacheWriter, Status
+    from umt.cache.manifest import dumps, ids_digest
+
+    ids = list(grids)
+    status = np.array([Status.OK if grids[i] is not None else Status.MISSING for i in ids], dtype=np.uint8)
+    present = [np.asarray(g, dtype=np.float32).reshape(7, 7, 2048) for g in grids.values() if g is not None]
+    manifest = {
+        "format_version": 1,
+        "backbone": "resnet152",
+        "weights": {"source": "random", "seed": 0},
+        "preprocessing": {"resize": [224, 224], "interpolation": "bilinear"},
+        "dtype": "float32",
+        "plan": {"ids_sha256": ids_digest(ids), "total": len(ids), "chunk_size": len(ids)},
+    }
+    reasons = ["" if g is not None else "missing: not drawn" for g in grids.values()]
+    with CacheWriter(path, path.with_name(path.name + ".tmp"), len(ids), "float32") as writer:
+        writer.append(ids, status, reasons, np.stack(present) if present else np.zeros((0, 7, 7, 2048), np.float32))
+        writer.finish(dumps(manifest))
+    return path

@@ -97,6 +97,12 @@ def test_bad_arguments_are_refused_before_torch_loads(tmp_path, tiny_root):
         f"encoder folder {empty} is empty": [*train_, "--encoder", str(empty)],
         f"encoder folder {config_only} lacks a tokenizer": [*train_, "--encoder", str(config_only)],
         f"encoder folder {tmp_path / 'nowhere'} does not exist": [*train_, "--encoder", str(tmp_path / "nowhere")],
+        "this model reads word vectors: pass --word-vectors PATH": [*train_[:-1], "bilstm-crf"],
+        f"word vectors {tmp_path / 'glove.txt'} do not exist": [
+            *train_[:-1], "hbilstm-crf", "--word-vectors", str(tmp_path / "glove.txt")
+        ],
+        "--set optimizer must be one of adamw, sgd, got 'adam'": [*train_, "--set", "optimizer=adam"],
+        "char_encoder must be one of none, cnn, lstm, got 'gru'": [*train_, "--set", "char_encoder=gru"],
         "dataset folder": ["train", "--data-root", str(tmp_path / "no-root")],
         "is being written by": ["extract-images", "--images", str(images), "--out", str(locked)],
         "--split 'dev'": ["eval", str(tmp_path), "--split", "dev"],

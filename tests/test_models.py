@@ -27,18 +27,16 @@ FILLER_IDS = range(20, 60)  # piece ids of ordinary words
 NAME_IDS = range(100, 106)  # piece ids of the ambiguous names: any of them can be of any type
 
 ALL_MODELS = (
-    "bert-softmax", "bert-crf", "mt", "umt",
+    "bert-softmax", "bert-crf", "gvatt-bert-crf", "adacan-bert-crf", "mt", "umt",
     "umt-no-esd", "umt-no-conversion", "umt-no-image-aware-wr", "umt-no-visual-gate",
+)  # fmt: skip  (the sub-word models; the word-level ones are in test_zoo.py and test_word_side.py)
+TABLE_2 = (
+    "bilstm-crf", "cnn-bilstm-crf", "hbilstm-crf", "bert-softmax", "bert-crf",
+    "gvatt-hbilstm-crf", "adacan-cnn-bilstm-crf", "gvatt-bert-crf", "adacan-bert-crf", "mt", "umt",
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and two threads slow down 20x on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +126,11 @@ def _build(name: str, encoder: str, seed: int = 0, **kw) -> torch.nn.Module:
 # ---- registry and config -------------------------------------------------------------------------
 
 
-def test_registry_has_the_zoo_and_refuses_unknown_names():
-    assert model_names() == list(ALL_MODELS)
-    assert [get_recipe(n).multimodal for n in ALL_MODELS] == [False, False] + [True] * 6
+def test_registry_has_the_eleven_systems_of_table_2_the_ablations_and_refuses_unknown_names():
+    ablations = [n for n in model_names() if n.startswith("umt-no-")]
+    assert model_names() == [*TABLE_2, *ablations] and len(ablations) == 4
+    assert [get_recipe(n).multimodal for n in TABLE_2] == [False] * 5 + [True] * 6
+    assert all(get_recipe(n).paper for n in model_names())
     with pytest.raises(ConfigError, match="unknown model 'umt-xl'.*bert-crf.*umt-no-visual-gate"):
         get_recipe("umt-xl")
 

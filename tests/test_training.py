@@ -145,3 +145,38 @@ def test_training_data_without_labels_is_refused_at_its_line(tiny_encoder_dir, t
     request = replace(_request(tmp_path / "data", tiny_encoder_dir, tmp_path / "run", epochs=1), dataset="mixed")
     with pytest.raises(UmtError, match=r"train\.jsonl:2: post has no labels"):
         train.run(request)
+
+
+def test_sgd_with_the_inverse_time_schedule_of_ma_and_hovy():
+    from umt.pipeline.trainer import _optimizer
+
+    model = torch.nn.Linear(2, 2)
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, schedule="inverse", lr_decay=0.5, epochs=3)
+    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch=3)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    rates = []
+    for _ in range(9):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.1] * 3 + [0.1 / 1.5] * 3 + [0.1 / 2.0] * 3)
+    adamw, linear = _optimizer(model, TrainConfig(lr=0.1, warmup=0.5, epochs=2), steps_per_epoch=2)
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert [linear.lr_lambdas[0](s) for s in range(4)] == pytest.approx([0.5, 1.0, 1.0, 0.5])
+
+
+def test_a_recipes_defaults_fill_what_the_user_did_not_set():
+    from umt.pipeline.models import get_recipe
+    from umt.stages.requests import TrainRequest
+
+    recipe = get_recipe("cnn-bilstm-crf")
+    model_cfg, train_cfg = recipe.defaulted(ModelConfig(lstm_hidden=7), TrainConfig(lr=0.5), frozenset({"lr"}))
+    assert train_cfg.lr == 0.5 and train_cfg.optimizer == "sgd" and train_cfg.batch_size == 10  # lr given
+    assert model_cfg.lstm_hidden == 200 and model_cfg.dropout == 0.5  # not given: the recipe's values
+    # a request built in Python counts what differs from the dataclass defaults as given
+    request = TrainRequest(dataset="d", model="m", data_root=Path("."), train_cfg=TrainConfig(lr=0.5, seed=4),
+                           model_cfg=ModelConfig(lstm_hidden=7))
+    assert request.explicit == {"lr", "seed", "lstm_hidden"}
+    model_cfg, train_cfg = recipe.defaulted(request.model_cfg, request.train_cfg, request.explicit)
+    assert (model_cfg.lstm_hidden, train_cfg.lr, train_cfg.epochs) == (7, 0.5, 50)
+    assert get_recipe("bert-crf").defaulted(ModelConfig(), TrainConfig(), frozenset()) == (ModelConfig(), TrainConfig())

@@ -17,6 +17,8 @@ from umt.pipeline.errors import ConfigError
 from umt.pipeline.typed_fields import check_field_types
 
 MAX_SUGGESTED_HEADS = 32  # head counts listed when heads does not divide d
+FUSIONS = ("mmi", "gvatt", "adacan")
+CHAR_ENCODERS = ("none", "cnn", "lstm")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,21 @@ class ModelConfig:
     image_aware: the image-aware word representations A (False: A is replaced by R).
     visual_gate: the visual gate of eq. 3 (False: B = Q).
     crf: a CRF over the MNER emissions (False: a per-word softmax).
+    fusion: the text-image fusion of a multimodal model: ``mmi`` (section 2.3), ``gvatt``
+        (Lu et al., 2018) or ``adacan`` (Zhang et al., 2018); see ``umt.pipeline.modules``.
+
+    The word-level text side (the BiLSTM baselines) reads these; the others never do:
+
+    word_vectors: pre-trained word vectors (GloVe / word2vec text file, or a ``.npy`` matrix with
+        its vocabulary file), or ``random`` for randomly initialised embeddings.
+    vectors_limit: the most frequent words of the vectors file kept in the vocabulary beside
+        every training word (vectors files are sorted by frequency).
+    word_dim: size of randomly initialised word embeddings (pre-trained vectors bring their own).
+    char_encoder: ``none``, ``cnn`` (Ma and Hovy, 2016) or ``lstm`` (Lample et al., 2016).
+    char_dim: character embedding size.
+    char_hidden: character CNN filters, or character LSTM units per direction.
+    case_dim: size of the word-casing embedding (Huang et al.'s spelling feature); 0 for none.
+    lstm_hidden: word BiLSTM units per direction (the encoder's d is twice this).
     """
 
     encoder: str = "bert-base-cased"
@@ -58,6 +75,15 @@ class ModelConfig:
     image_aware: bool = True
     visual_gate: bool = True
     crf: bool = True
+    fusion: str = "mmi"
+    word_vectors: str = ""
+    vectors_limit: int = 100_000
+    word_dim: int = 100
+    char_encoder: str = "none"
+    char_dim: int = 30
+    char_hidden: int = 30
+    case_dim: int = 0
+    lstm_hidden: int = 200
 
     def __post_init__(self) -> None:
         check_field_types(self, "model config: ")
@@ -73,6 +99,15 @@ class ModelConfig:
             )
         if not self.encoder:
             raise ConfigError("model config: encoder must name a Hugging Face model or a local folder")
+        for name, allowed in (("fusion", FUSIONS), ("char_encoder", CHAR_ENCODERS)):
+            if getattr(self, name) not in allowed:
+                got = getattr(self, name)
+                raise ConfigError(f"model config: {name} must be one of {', '.join(allowed)}, got {got!r}")
+        sizes = ("vectors_limit", "word_dim", "char_dim", "char_hidden", "lstm_hidden")
+        small = [f"{name}={getattr(self, name)}" for name in sizes if getattr(self, name) < 1]
+        if small or self.case_dim < 0:
+            shown = ", ".join(small) or f"case_dim={self.case_dim}"
+            raise ConfigError(f"model config: sizes must be >= 1 (case_dim >= 0), got {shown}")
 
     def check_hidden_size(self, hidden_size: int) -> None:
         """The added layers split d into ``heads`` equal parts (d/m in eq. 1)."""

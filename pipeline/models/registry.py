@@ -2,9 +2,13 @@
 
 A recipe is everything a model name stands for: its text side (how posts become encoder
 inputs, and how that is saved in a run directory), its model builder (config, label vocabulary,
-encoder) -> model, and the config switches its name fixes. ``build_model`` applies those
-switches onto the config before building, so the model's own ``config`` (what a run directory
-stores) always says what was built.
+encoder) -> model, the config switches its name fixes, and its defaults: the settings its
+literature trains it with (optimiser, learning rate, epochs, dropout, sizes), which apply
+wherever the user gave no value (``Recipe.defaulted``) and stay overridable with ``--set``.
+``build`` applies the fixed switches onto the config before building, so the model's own
+``config`` (what a run directory stores) always says what was built. ``check`` names a light
+function that checks a config's text inputs (an encoder folder, a vectors file) before torch
+loads; ``paper`` is the row of the paper's Table 2 the recipe stands for.
 
 Adding a model is its own module(s) plus one :func:`register` call; the trainer, the evaluator,
 the run directory and the CLI take it unchanged. This module stays light (no torch import): the
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -31,6 +36,15 @@ if TYPE_CHECKING:
     from umt.pipeline.text.base import TextSide
 
 Builder = Callable[[ModelConfig, "LabelVocab", "Encoder"], "nn.Module"]
+Check = Callable[[ModelConfig], None]
+
+
+def _resolve(target: Any) -> Any:
+    """``target``, or the object a ``"module:attribute"`` string names (imported now)."""
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return target
 
 
 @dataclass(frozen=True)
@@ -41,13 +55,29 @@ class Recipe:
     text: type[TextSide] | str  # the class, or "module:Class" imported on first use
     builder: Builder
     fixes: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)  # ModelConfig and TrainConfig fields
+    check: Check | str | None = None  # the function, or "module:function" imported on first use
+    paper: str = ""
 
     def text_side(self) -> type[TextSide]:
         """The text side class (imported now if it was registered by name)."""
-        if isinstance(self.text, str):
-            module, _, attr = self.text.partition(":")
-            return getattr(importlib.import_module(module), attr)
-        return self.text
+        return _resolve(self.text)
+
+    def check_inputs(self, config: ModelConfig) -> None:
+        """The recipe's light check of ``config``'s text inputs (ConfigError naming what is wrong)."""
+        if self.check is not None:
+            _resolve(self.check)(self.configure(config))
+
+    def defaulted(
+        self, model_cfg: ModelConfig, train_cfg: TrainConfig, explicit: frozenset[str]
+    ) -> tuple[ModelConfig, TrainConfig]:
+        """The configs with this recipe's defaults wherever the user set nothing (``explicit``)."""
+        chosen = {k: v for k, v in self.defaults.items() if k not in explicit}
+        model_keys = set(ModelConfig().to_dict())
+        return (
+            replace(model_cfg, **{k: v for k, v in chosen.items() if k in model_keys}),
+            replace(train_cfg, **{k: v for k, v in chosen.items() if k not in model_keys}),
+        )
 
     @property
     def text_kind(self) -> str:
@@ -85,17 +115,27 @@ def register(
     help: str,
     text: type[TextSide] | str,
     fixes: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+    check: Check | str | None = None,
+    paper: str = "",
 ) -> Callable[[Builder], Builder]:
     """A decorator registering a builder under ``name`` with its text side. One builder may serve
-    several names that differ only in the switches they fix (``fixes``: config field -> value)."""
+    several names that differ only in the switches they fix (``fixes``: config field -> value)
+    and the defaults they train with (``defaults``: ModelConfig or TrainConfig field -> value)."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        unknown = set(fixes or {}) - set(ModelConfig().to_dict())
+        model_keys, train_keys = set(ModelConfig().to_dict()), set(TrainConfig().to_dict())
+        unknown = (set(fixes or {}) - model_keys) | (set(defaults or {}) - model_keys - train_keys)
         if unknown:
-            raise ValueError(f"model {name!r} fixes unknown config keys {sorted(unknown)}")
-        _REGISTRY[name] = Recipe(name, multimodal, help, text, builder, dict(fixes or {}))
+            raise ValueError(f"model {name!r} fixes or defaults unknown config keys {sorted(unknown)}")
+        if defaults:  # the values must pass the configs' own checks
+            ModelConfig(**{k: v for k, v in defaults.items() if k in model_keys})
+            TrainConfig(**{k: v for k, v in defaults.items() if k in train_keys})
+        _REGISTRY[name] = Recipe(
+            name, multimodal, help, text, builder, dict(fixes or {}), dict(defaults or {}), check, paper
+        )
         return builder
 
     return decorate

@@ -35,7 +35,8 @@ def init_weights(module: nn.Module) -> None:
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
             nn.init.normal_(layer.weight, std=INIT_STD)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
         elif isinstance(layer, nn.LayerNorm):
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)

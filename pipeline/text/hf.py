@@ -23,6 +23,8 @@ from umt.pipeline.errors import ConfigError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from umt.pipeline.models.config import ModelConfig
+
 #: Any real vocabulary is far larger; the degenerate one has only the special tokens.
 MIN_VOCAB_SIZE = 100
 MODEL_CONFIG = "config.json"
@@ -68,6 +70,12 @@ def check_model_folder(name: str, need_weights: bool = False) -> None:
     if lacks:
         shown = ", ".join(present[:8]) + (" ..." if len(present) > 8 else "")
         raise ConfigError(f"encoder folder {name} lacks {' and '.join(lacks)}; it holds: {shown}")
+
+
+def check_encoder(config: ModelConfig) -> None:
+    """The sub-word recipes' input check: a local encoder folder that will be loaded is complete."""
+    if config.pretrained_encoder:
+        check_model_folder(config.encoder, need_weights=True)
 
 
 def _one_line(error: Exception) -> str:

@@ -1,0 +1,54 @@
+"""AdaCAN (Zhang et al., AAAI 2018): adaptive co-attention, gated fusion and a filtration gate.
+
+    V     = W_u U                                            projected regions        (B, 49, d)
+    v~_t  = sum_i softmax_i(w1 . tanh(W_h h_t + W_v v_i)) v_i  word-guided visual att.  (B, L, d)
+    h^_t  = sum_j softmax_j(w2 . tanh(W_q v~_t + W_x h_j)) h_j image-guided textual att. (B, L, d)
+    g_t   = sigmoid(W_g [tanh(W_1 v~_t); tanh(W_2 h^_t)])     gated multimodal fusion
+    m_t   = g_t * tanh(W_1 v~_t) + (1 - g_t) * tanh(W_2 h^_t)                          (B, L, d)
+    s_t   = sigmoid(W_s [h_t; m_t])                          filtration gate          (B, L, d)
+    u_t   = s_t * tanh(W_m m_t)
+    out_t = [h_t; u_t]                                                                (B, L, 2d)
+
+The tagger's emission layer on ``out`` is Zhang et al.'s final W_c [h_t; u_t]. The textual
+attention runs over the real text positions (BiLSTM words or BERT pieces); a post without an
+image attends over the learned "no image" grid, and the filtration gate can shut it out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from umt.pipeline.modules.attention import AdditiveAttention
+from umt.pipeline.modules.fusion import Fusion
+from umt.pipeline.modules.transformer import init_weights
+from umt.pipeline.modules.visual import VisualProjection
+
+
+class AdaptiveCoAttention(Fusion):
+    def __init__(self, d: int, dropout: float, visual_dim: int, grid: int):
+        super().__init__()
+        self.visual = VisualProjection(visual_dim, d, grid)  # U -> V
+        self.word_to_visual = AdditiveAttention(d, d, d)  # each word over the regions
+        self.visual_to_word = AdditiveAttention(d, d, d)  # each word's visual vector over the words
+        self.visual_in = nn.Linear(d, d)  # W_1
+        self.text_in = nn.Linear(d, d)  # W_2
+        self.fusion_gate = nn.Linear(2 * d, d)  # W_g
+        self.filtration_gate = nn.Linear(2 * d, d)  # W_s
+        self.filtered = nn.Linear(d, d)  # W_m
+        self.dropout = nn.Dropout(dropout)
+        self.out_dim = 2 * d
+        init_weights(self)
+
+    def forward(
+        self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor | None, image_mask: torch.Tensor
+    ) -> torch.Tensor:
+        v = self.visual(image, image_mask, batch_size=text.shape[0])  # (B, 49, d) V
+        visual, _ = self.word_to_visual(text, v)  # (B, L, d) v~
+        textual, _ = self.visual_to_word(visual, text, text_mask)  # (B, L, d) h^
+        hv, hh = torch.tanh(self.visual_in(visual)), torch.tanh(self.text_in(textual))  # (B, L, d) each
+        g = torch.sigmoid(self.fusion_gate(torch.cat([hv, hh], dim=-1)))  # (B, L, d)
+        m = self.dropout(g * hv + (1 - g) * hh)  # (B, L, d)
+        s = torch.sigmoid(self.filtration_gate(torch.cat([text, m], dim=-1)))  # (B, L, d)
+        u = s * torch.tanh(self.filtered(m))  # (B, L, d)
+        return torch.cat([text, u], dim=-1)  # (B, L, 2d)

@@ -1,0 +1,92 @@
+"""The baseline fusions under the one fusion interface: GVATT and AdaCAN (and their attention)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from umt.pipeline.modules.adacan import AdaptiveCoAttention
+from umt.pipeline.modules.attention import AdditiveAttention
+from umt.pipeline.modules.gvatt import GatedVisualAttention
+
+D, VISUAL_DIM, GRID = 8, 6, 5
+FUSIONS = {"gvatt": GatedVisualAttention, "adacan": AdaptiveCoAttention}
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randn(2, 4, D, generator=g)
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    image = torch.randn(2, GRID, VISUAL_DIM, generator=g)
+    return text, mask, image, torch.tensor([True, True])
+
+
+def _fusion(name):
+    torch.manual_seed(0)
+    return FUSIONS[name](D, 0.0, VISUAL_DIM, GRID).eval()
+
+
+def test_additive_attention_is_w_tanh_of_the_sum_and_ignores_masked_keys():
+    torch.manual_seed(0)
+    attention = AdditiveAttention(3, 4, 5)
+    queries, keys = torch.randn(1, 2, 3), torch.randn(1, 3, 4)
+    mask = torch.tensor([[True, True, False]])
+    context, weights = attention(queries, keys, mask)
+    q = attention.query(queries[0])  # (2, 5)
+    k = attention.key(keys[0])  # (3, 5)
+    scores = torch.stack([attention.score(torch.tanh(q[i] + k)).squeeze(-1) for i in range(2)])  # (2, 3)
+    expected = scores[:, :2].softmax(-1)
+    torch.testing.assert_close(weights[0, :, :2], expected)
+    assert weights[0, :, 2].abs().max() == 0
+    torch.testing.assert_close(context[0], expected @ keys[0, :2])
+
+
+@pytest.mark.parametrize("name", FUSIONS)
+def test_fusion_shapes_and_padding_positions_never_reach_real_ones(name):
+    fusion = _fusion(name)
+    text, mask, image, image_mask = _inputs()
+    out = fusion(text, mask, image, image_mask)
+    assert out.shape == (2, 4, fusion.out_dim) and fusion.out_dim == (D if name == "gvatt" else 2 * D)
+    changed = text.clone()
+    changed[0, 3] = 100.0  # the padding position of the first post
+    again = fusion(changed, mask, image, image_mask)
+    torch.testing.assert_close(again[0, :3], out[0, :3])
+    torch.testing.assert_close(again[1], out[1])
+
+
+@pytest.mark.parametrize("name", FUSIONS)
+def test_fusion_reads_present_images_and_never_an_absent_one(name):
+    fusion = _fusion(name)
+    text, mask, image, _ = _inputs()
+    present = fusion(text, mask, image, torch.tensor([True, True]))
+    other = fusion(text, mask, image + 1.0, torch.tensor([True, True]))
+    assert not torch.allclose(present, other)  # the image matters
+    absent_mask = torch.tensor([False, True])
+    poisoned = image.clone()
+    poisoned[0] = float("nan")  # what an absent slot may hold
+    mixed = fusion(text, mask, poisoned, absent_mask)
+    assert torch.isfinite(mixed).all()
+    no_images = fusion(text, mask, None, torch.tensor([False, False]))
+    torch.testing.assert_close(mixed[0], no_images[0])  # absent: the learned "no image" grid, whatever the slot holds
+    torch.testing.assert_close(mixed[1], present[1])
+
+
+def test_adacan_keeps_the_text_beside_the_filtered_visual_vector():
+    fusion = _fusion("adacan")
+    text, mask, image, image_mask = _inputs()
+    out = fusion(text, mask, image, image_mask)
+    torch.testing.assert_close(out[..., :D], text)  # [h_t; u_t]
+    with torch.no_grad():  # a shut filtration gate lets nothing of the image through
+        fusion.filtration_gate.weight.zero_()
+        fusion.filtration_gate.bias.fill_(-1e4)
+    assert fusion(text, mask, image, image_mask)[..., D:].abs().max() < 1e-6
+
+
+def test_gvatt_gate_closed_on_the_visual_side_leaves_the_scaled_word():
+    fusion = _fusion("gvatt")
+    text, mask, image, image_mask = _inputs()
+    with torch.no_grad():  # beta_w = sigmoid(0) = 1/2 for every word, beta_v = 0
+        fusion.gates.weight.zero_()
+        fusion.gates.bias[:D].zero_()
+        fusion.gates.bias[D : 2 * D].fill_(-1e4)
+    torch.testing.assert_close(fusion(text, mask, image, image_mask), 0.5 * text)
