@@ -67,7 +67,8 @@ def _check_inputs(req: TrainRequest, recipe: Recipe) -> tuple[dict[str, list[Pos
         require_labels(posts, "`umt train` (every split)")
     if recipe.multimodal and not req.no_images:
         features_path(req.features, req.data_root, req.dataset)
-    recipe.check_inputs(req.model_cfg)
+    if not req.resume:  # a resumed run is checked with its own settings, once they are read
+        recipe.check_inputs(req.model_cfg)
     vocab = LabelVocab.from_sequences(p.labels for posts in splits.values() for p in posts)
     return splits, vocab
 
@@ -143,6 +144,8 @@ def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None
             model_cfg, train_cfg = _resumed_configs(run_dir, req, recipe, seed)
         else:
             model_cfg, train_cfg = req.model_cfg, replace(req.train_cfg, seed=seed)
+        if req.resume and state != "finished":
+            recipe.check_inputs(model_cfg)
         runs.append((seed, run_dir, state, model_cfg, train_cfg))
 
     session = _Session(req, recipe, splits, vocab, console)

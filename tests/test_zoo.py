@@ -4,6 +4,7 @@ baseline fusions (GVATT, AdaCAN) read an entity's type from the image where the 
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -163,3 +164,39 @@ def test_the_span_detection_branch_works_on_the_word_level_side(tiny_root, tiny_
         assert trained.model.span_detector is not None and trained.model.conversion is not None
         posts = load_split(tiny_root, "tiny", "test")
         assert trained.predict(posts, features=trained.features()) == _conll_predictions(run)
+
+
+def test_a_word_level_run_resumes_from_any_folder_without_its_vectors_option(tiny_root, tmp_path, monkeypatch):
+    """--resume needs no other option: the vectors path and the vocabulary come from the run."""
+    from umt.cli import main
+
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("".join(f"{w.lower()} 0.{i} 0.5 0.25\n" for i, w in enumerate(["visits", "Paris", "Anna"])))
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--dataset", "tiny", "--data-root", str(tiny_root), "--model", "bilstm-crf",
+            "--epochs", "2", "--set", "lstm_hidden=8", "--out", "run"]
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--word-vectors", "vectors.txt"])  # a relative path
+    assert done.value.code == 0
+    stored = RunDir(tmp_path / "run").config()
+    assert stored.model_cfg.word_vectors == str(vectors) and stored.text["lowercase"] is True
+    full = json.loads((tmp_path / "run" / RunDir.METRICS).read_text())
+
+    def stop_after_first(self, stop_after_epoch):  # a run killed after its first epoch
+        return original(self, lambda epoch: epoch == 0)
+
+    from umt.pipeline import trainer
+
+    original = trainer._Loop.epochs
+    monkeypatch.setattr(trainer._Loop, "epochs", stop_after_first)
+    with pytest.raises(SystemExit):
+        main([*argv, "--word-vectors", "vectors.txt", "--out", "killed"])
+    monkeypatch.undo()
+    assert (tmp_path / "killed" / RunDir.LAST).is_file() and not (tmp_path / "killed" / RunDir.METRICS).exists()
+    monkeypatch.chdir(tiny_root)  # elsewhere, and without --word-vectors
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--dataset", "tiny", "--data-root", str(tiny_root), "--model", "bilstm-crf",
+              "--out", str(tmp_path / "killed"), "--resume"])
+    assert done.value.code == 0
+    resumed = json.loads((tmp_path / "killed" / RunDir.METRICS).read_text())
+    assert resumed["test"] == full["test"]
