@@ -317,3 +317,22 @@ def test_multimodal_models_read_the_type_from_the_image_and_text_only_cannot(enc
     chance = 1 / len(TYPES)  # the spans are easy; without the image the type is a guess
     assert f1["bert-crf"] < chance + 0.2, f1
     assert min(f1["mt"], f1["umt"]) > 0.85, f1
+
+
+def test_umt_models_shows_paper_rows_text_sides_fusions_and_defaults():
+    from rich.console import Console
+
+    from umt.stages import models
+
+    console = Console(width=300, record=True)
+    models.run(console, defaults=True)
+    lines = console.export_text().splitlines()
+    row = next(line for line in lines if "adacan-cnn-bilstm-crf" in line)
+    paper = "AdaCAN-CNN-BiLSTM-CRF (Zhang et al., 2018): 70.69 / 82.15"
+    for part in ("yes", "words + char CNN -> BiLSTM", "ADACAN", paper):
+        assert part in row, (part, row)
+    row = next(line for line in lines if line.lstrip("│ ").startswith("bert-crf "))
+    assert "BERT (sub-words)" in row and "83.44" in row and " no " in row
+    at = next(i for i, line in enumerate(lines) if "hbilstm-crf" in line and "optimizer=sgd" in line)
+    defaults = " ".join(lines[at : at + 2])  # the row may wrap
+    assert "lstm_hidden=100" in defaults and "char_dim=25" in defaults
