@@ -1,9 +1,11 @@
 """``umt train``: train one model (or one per seed) from the text and the image-feature cache.
 
-Everything a user can get wrong is checked before torch loads (a second or so): the model name,
-the data files, the feature cache's path, the encoder folder, the run folders (created, or
-refused when they hold a run that --resume or --overwrite should decide about) and, with
---resume, that the options given agree with the run's own. Then, per run: the recipe's text side
+The model's recipe first fills every setting the user did not give with its own defaults
+(``Recipe.defaulted``). Everything a user can get wrong is checked before torch loads (a second
+or so): the model name, the data files, the feature cache's path, the recipe's text inputs (the
+encoder folder, or the word vectors), the run folders (created, or refused when they hold a run
+that --resume or --overwrite should decide about) and, with --resume, that the options given
+agree with the run's own. Then, per run: the recipe's text side
 cuts the posts into windows, the model is built, :func:`umt.pipeline.trainer.fit` trains with dev
 selection, the best checkpoint scores the test split once, and the run directory is finished.
 """
