@@ -1,17 +1,22 @@
-"""Real-text measurement: text-only baselines and UMT with every image absent, on real tweets.
+"""Real-text measurement: any registered models on real tweets, images absent, several seeds.
 
-Trains ``bert-softmax``, ``bert-crf`` and ``umt --no-images`` on a Twitter dataset with the same
-encoder, epochs and learning rate, and prints dev and test P/R/F1 and wall time per model.
-It reads real data and a real encoder from paths you give; nothing here runs in the tests.
+Trains each model of ``--models`` on a Twitter dataset (multimodal ones with every image absent,
+as ``--no-images`` does) for each seed, and prints dev and test P/R/F1 as mean ± std over the
+seeds with the wall time per run. Settings not given here are each model's own defaults (``umt
+models --defaults``); ``--epochs``, ``--lr`` and ``--batch-size`` override them for every model.
+It reads real data, a real encoder and real vectors from paths you give; no test runs it.
+Finished runs are reused (``--out`` keeps them), killed ones resumed.
 
     python benchmarks/bench_real_text.py --data-root ../shared/data --dataset twitter2017 \
-        --encoder /path/to/all-MiniLM-L6-v2 --epochs 3 --out bench_out/real_text
+        --encoder /path/to/all-MiniLM-L6-v2 --models bert-crf,gvatt-bert-crf,adacan-bert-crf --epochs 2
+    python benchmarks/bench_real_text.py --data-root ../shared/data --dataset twitter2017 \
+        --word-vectors /path/to/glove --models bilstm-crf,cnn-bilstm-crf,hbilstm-crf --seeds 1,2,3
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import statistics
 from pathlib import Path
 
 from rich.console import Console
@@ -19,60 +24,69 @@ from rich.table import Table
 
 from umt.pipeline.metrics import PRIMARY
 from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.models.registry import get_recipe
 from umt.pipeline.train_config import TrainConfig
 from umt.stages import train
 from umt.stages.requests import TrainRequest
 
-MODELS = (("bert-softmax", False), ("bert-crf", False), ("umt", True))
+
+def _cell(values: list[float]) -> str:
+    mean = 100 * statistics.fmean(values)
+    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--dataset", default="twitter2017")
-    parser.add_argument("--encoder", required=True, help="local Hugging Face model folder")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--models", default="bert-softmax,bert-crf,umt")
+    parser.add_argument("--encoder", default="bert-base-cased", help="local Hugging Face model folder")
+    parser.add_argument("--word-vectors", default="", help="vectors for the BiLSTM models (file or folder)")
+    parser.add_argument("--seeds", default="1")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", type=int)
     parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--models", default=",".join(m for m, _ in MODELS))
     parser.add_argument("--out", type=Path, default=Path("bench_out/real_text"))
     args = parser.parse_args()
     console = Console()
-    wanted = args.models.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    given = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size)) if v}
+    vectors = args.word_vectors
+    if vectors not in ("", "random"):
+        vectors = str(Path(vectors).resolve())
     rows = []
-    for name, no_images in MODELS:
-        if name not in wanted:
-            continue
-        started = time.perf_counter()
-        (metrics,) = train.run(
+    for name in args.models.split(","):
+        multimodal = get_recipe(name).multimodal
+        results = train.run(
             TrainRequest(
                 dataset=args.dataset,
                 model=name,
                 data_root=args.data_root,
-                model_cfg=ModelConfig(encoder=args.encoder, heads=args.heads),
-                train_cfg=TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed),
+                model_cfg=ModelConfig(encoder=args.encoder, heads=args.heads, word_vectors=vectors),
+                train_cfg=TrainConfig(**given, seed=seeds[0]),
+                seeds=tuple(seeds),
                 out=args.out / name,
-                no_images=no_images,
+                no_images=multimodal,
                 resume=True,
+                explicit=frozenset({*given, "encoder", "heads", "word_vectors"}),
             ),
             console=console,
         )
-        rows.append((name + (" (no images)" if no_images else ""), metrics, time.perf_counter() - started))
-    table = Table(
-        title=f"{args.dataset}, encoder {args.encoder}, {args.epochs} epochs, lr {args.lr}", title_justify="left"
-    )
-    for column in ("model", "dev P", "dev R", "dev F1", "test P", "test R", "test F1", "best epoch", "wall s"):
+        rows.append((name + (" (no images)" if multimodal else ""), results))
+    title = f"{args.dataset}, seeds {args.seeds}, " + ", ".join(f"{k} {v}" for k, v in given.items())
+    table = Table(title=title.rstrip(", ") + " (mean ± std)", title_justify="left")
+    for column in ("model", "dev P", "dev R", "dev F1", "test P", "test R", "test F1", "best epochs", "s / run"):
         table.add_column(column, justify="right")
-    for name, m, seconds in rows:
-        dev, test = m["valid"][PRIMARY], m["test"][PRIMARY]
-        table.add_row(
-            name,
-            *(f"{100 * s[k]:.2f}" for s in (dev, test) for k in ("precision", "recall", "f1")),
-            str(m["best_epoch"]),
-            f"{m.get('train_seconds', seconds):.0f}",
-        )
+    for name, results in rows:
+        cells = [
+            _cell([m[split][PRIMARY][k] for m in results])
+            for split in ("valid", "test")
+            for k in ("precision", "recall", "f1")
+        ]
+        epochs = ",".join(str(m["best_epoch"]) for m in results)
+        seconds = statistics.fmean(m["train_seconds"] for m in results)
+        table.add_row(name, *cells, epochs, f"{seconds:.0f}")
     console.print(table)
 
 
