@@ -265,7 +265,8 @@ def test_resume_takes_the_runs_own_settings(tiny_root, tiny_encoder_dir, tmp_pat
         _request(tiny_root, tiny_encoder_dir, run, train={"epochs": 3, "lr": 3e-3}), stop_after_epoch=lambda e: e == 0
     )
     assert stopped == [] and RunDir(run).resumable
-    (metrics,) = train.run(_request(tiny_root, tiny_encoder_dir, run, resume=True))  # defaults: epochs 2, lr 2e-3
+    # the helper's epochs 2 and lr 2e-3, as if left at their defaults on the command line (nothing given)
+    (metrics,) = train.run(_request(tiny_root, tiny_encoder_dir, run, resume=True, explicit=frozenset()))
     config = RunDir(run).config()
     assert config.train_cfg.epochs == 3 and config.train_cfg.lr == 3e-3
     assert [e["epoch"] for e in RunDir(run).events() if e["event"] == "epoch"] == [1, 2, 3]
