@@ -303,9 +303,11 @@ def train_cmd(
     seed_list = parse_seeds(seeds) if seeds else (seed,)
     overrides = parse_overrides(set_)
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "num_workers": num_workers}
-    if word_vectors not in ("", "random"):  # absolute, so that --resume works from any folder
-        word_vectors = str(Path(word_vectors).expanduser().resolve())
-    model_cfg = ModelConfig(**{"encoder": encoder, "word_vectors": word_vectors, **overrides["model"]})
+    from umt.pipeline.text.vectors import vectors_source
+
+    model_cfg = ModelConfig(
+        **{"encoder": encoder, "word_vectors": vectors_source(word_vectors), **overrides["model"]}
+    )
     train_cfg = TrainConfig(**{**flags, "seed": seed_list[0], **overrides["train"]})
     explicit = _given(ctx, "encoder", "word_vectors", *flags) | set(overrides["model"]) | set(overrides["train"])
     train.run(

@@ -25,6 +25,7 @@ from rich.table import Table
 from umt.pipeline.metrics import PRIMARY
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.models.registry import get_recipe
+from umt.pipeline.text.vectors import vectors_source
 from umt.pipeline.train_config import TrainConfig
 from umt.stages import train
 from umt.stages.requests import TrainRequest
@@ -52,9 +53,6 @@ def main() -> None:
     console = Console()
     seeds = [int(s) for s in args.seeds.split(",")]
     given = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size)) if v}
-    vectors = args.word_vectors
-    if vectors not in ("", "random"):
-        vectors = str(Path(vectors).resolve())
     rows = []
     for name in args.models.split(","):
         multimodal = get_recipe(name).multimodal
@@ -63,7 +61,9 @@ def main() -> None:
                 dataset=args.dataset,
                 model=name,
                 data_root=args.data_root,
-                model_cfg=ModelConfig(encoder=args.encoder, heads=args.heads, word_vectors=vectors),
+                model_cfg=ModelConfig(
+                    encoder=args.encoder, heads=args.heads, word_vectors=vectors_source(args.word_vectors)
+                ),
                 train_cfg=TrainConfig(**given, seed=seeds[0]),
                 seeds=tuple(seeds),
                 out=args.out / name,

@@ -12,12 +12,12 @@ _CHARACTERS = {"cnn": " + char CNN", "lstm": " + char BiLSTM", "none": ""}
 
 def text_label(recipe: Recipe) -> str:
     """What reads the text, in words (without importing the text side)."""
-    name = recipe.text if isinstance(recipe.text, str) else f"{recipe.text.__module__}:{recipe.text.__name__}"
-    if name.endswith(":SubwordTextSide"):
+    name = recipe.text.rpartition(":")[2] if isinstance(recipe.text, str) else recipe.text.__name__
+    if name == "SubwordTextSide":
         return "BERT (sub-words)"
-    if name.endswith(":WordTextSide"):
+    if name == "WordTextSide":
         return f"words{_CHARACTERS[recipe.fixes.get('char_encoder', 'none')]} -> BiLSTM"
-    return name.rpartition(":")[2]
+    return name
 
 
 def fusion_label(recipe: Recipe) -> str:

@@ -79,10 +79,6 @@ class Recipe:
             replace(train_cfg, **{k: v for k, v in chosen.items() if k not in model_keys}),
         )
 
-    @property
-    def text_kind(self) -> str:
-        return self.text_side().kind
-
     def configure(self, config: ModelConfig) -> ModelConfig:
         """The config with this recipe's switches applied.
 

@@ -87,20 +87,25 @@ def multimodal_tagger(config: ModelConfig, vocab: LabelVocab, encoder: Encoder) 
 
 BERT = {"text": SUBWORD, "check": CHECK_ENCODER}
 LSTM = {"text": WORDS, "check": CHECK_VECTORS}
+#: The switches of the text-only BiLSTM rows; their multimodal rows add a fusion to them.
+WORDS_ONLY = {"esd": False, "crf": True, "char_encoder": "none"}
+CHAR_CNN = {**WORDS_ONLY, "char_encoder": "cnn"}
+CHAR_LSTM = {**WORDS_ONLY, "char_encoder": "lstm"}
+BERT_CRF = {"esd": False, "crf": True}
 
 # ---- Table 2, text only ------------------------------------------------------------------------
 register(
-    "bilstm-crf", multimodal=False, **LSTM, fixes={"esd": False, "crf": True, "char_encoder": "none"},
+    "bilstm-crf", multimodal=False, **LSTM, fixes=WORDS_ONLY,
     defaults=HUANG, paper="BiLSTM-CRF (Huang et al., 2015): 64.42 / 76.31",
     help="word vectors (+ casing) -> BiLSTM -> CRF",
 )(text_tagger)
 register(
-    "cnn-bilstm-crf", multimodal=False, **LSTM, fixes={"esd": False, "crf": True, "char_encoder": "cnn"},
+    "cnn-bilstm-crf", multimodal=False, **LSTM, fixes=CHAR_CNN,
     defaults=MA_HOVY, paper="CNN-BiLSTM-CRF (Ma and Hovy, 2016): 67.15 / 79.37",
     help="word vectors + character CNN -> BiLSTM -> CRF",
 )(text_tagger)
 register(
-    "hbilstm-crf", multimodal=False, **LSTM, fixes={"esd": False, "crf": True, "char_encoder": "lstm"},
+    "hbilstm-crf", multimodal=False, **LSTM, fixes=CHAR_LSTM,
     defaults=LAMPLE, paper="HBiLSTM-CRF (Lample et al., 2016): 69.17 / 80.37",
     help="word vectors + character BiLSTM -> BiLSTM -> CRF",
 )(text_tagger)
@@ -109,29 +114,29 @@ register(
     paper="BERT (Devlin et al., 2019): 71.32 / 82.95", help="BERT: encoder + per-word softmax (text only)",
 )(text_tagger)
 register(
-    "bert-crf", multimodal=False, **BERT, fixes={"esd": False, "crf": True},
+    "bert-crf", multimodal=False, **BERT, fixes=BERT_CRF,
     paper="BERT-CRF: 71.81 / 83.44", help="BERT-CRF: encoder + CRF (text only)",
 )(text_tagger)
 
 # ---- Table 2, text + image -----------------------------------------------------------------------
 register(
     "gvatt-hbilstm-crf", multimodal=True, **LSTM,
-    fixes={"esd": False, "crf": True, "char_encoder": "lstm", "fusion": "gvatt"},
+    fixes={**CHAR_LSTM, "fusion": "gvatt"},
     defaults=LAMPLE, paper="GVATT-HBiLSTM-CRF (Lu et al., 2018): 70.80 / 81.87",
     help="HBiLSTM-CRF + sentence-guided visual attention and visual modulation gate",
 )(multimodal_tagger)
 register(
     "adacan-cnn-bilstm-crf", multimodal=True, **LSTM,
-    fixes={"esd": False, "crf": True, "char_encoder": "cnn", "fusion": "adacan"},
+    fixes={**CHAR_CNN, "fusion": "adacan"},
     defaults=MA_HOVY, paper="AdaCAN-CNN-BiLSTM-CRF (Zhang et al., 2018): 70.69 / 82.15",
     help="CNN-BiLSTM-CRF + adaptive co-attention, gated fusion and filtration gate",
 )(multimodal_tagger)
 register(
-    "gvatt-bert-crf", multimodal=True, **BERT, fixes={"esd": False, "crf": True, "fusion": "gvatt"},
+    "gvatt-bert-crf", multimodal=True, **BERT, fixes={**BERT_CRF, "fusion": "gvatt"},
     paper="GVATT-BERT-CRF: 71.70 / 84.01", help="BERT-CRF + the GVATT fusion",
 )(multimodal_tagger)
 register(
-    "adacan-bert-crf", multimodal=True, **BERT, fixes={"esd": False, "crf": True, "fusion": "adacan"},
+    "adacan-bert-crf", multimodal=True, **BERT, fixes={**BERT_CRF, "fusion": "adacan"},
     paper="AdaCAN-BERT-CRF: 72.15 / 84.10", help="BERT-CRF + the AdaCAN fusion",
 )(multimodal_tagger)
 register(

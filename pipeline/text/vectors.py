@@ -54,6 +54,12 @@ class WordVectors:
         return not any(w != w.lower() for w in self.words)
 
 
+def vectors_source(value: str) -> str:
+    """``--word-vectors`` as stored: an absolute path (so --resume works from any folder), or as given
+    for ``random`` and for nothing given."""
+    return value if value in ("", RANDOM) else str(Path(value).expanduser().resolve())
+
+
 def check_word_vectors(config: ModelConfig) -> None:
     """ConfigError when ``config.word_vectors`` is missing or names nothing loadable."""
     if not config.word_vectors:

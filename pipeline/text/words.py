@@ -141,16 +141,18 @@ class WordTextSide(TextSide):
         ]
 
     def collate(self, windows: Sequence[WordWindow]) -> WordInputs:
-        size, width = len(windows), max(len(w) for w in windows)
-        longest = max((len(chars) for w in windows for chars in w.char_ids), default=1)
-        word_ids = torch.zeros((size, width), dtype=torch.long)  # (B, W)
-        char_ids = torch.zeros((size, width, max(1, longest)), dtype=torch.long)  # (B, W, C)
-        cases = torch.zeros((size, width), dtype=torch.long)  # (B, W)
-        for b, window in enumerate(windows):
-            word_ids[b, : len(window)] = torch.tensor(window.word_ids)
-            cases[b, : len(window)] = torch.tensor(window.casing)
-            for i, chars in enumerate(window.char_ids):
-                char_ids[b, i, : len(chars)] = torch.tensor(chars)
+        width = max(len(w) for w in windows)
+        longest = max(1, max((len(chars) for w in windows for chars in w.char_ids), default=1))
+
+        def padded(row: list, fill, size: int) -> list:
+            return row + [fill] * (size - len(row))
+
+        no_chars = [0] * longest
+        word_ids = torch.tensor([padded(w.word_ids, 0, width) for w in windows])  # (B, W)
+        cases = torch.tensor([padded(w.casing, 0, width) for w in windows])  # (B, W)
+        char_ids = torch.tensor(  # (B, W, C)
+            [padded([padded(chars, 0, longest) for chars in w.char_ids], no_chars, width) for w in windows]
+        )
         mask = torch.arange(width)[None, :] < torch.tensor([len(w) for w in windows])[:, None]  # (B, W)
         return WordInputs(word_ids, char_ids, cases, mask)
 
