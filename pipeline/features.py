@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 #: What stage-two models are built for: the paper's ResNet-152 7x7x2048 grid.
 EXPECTED_MANIFEST = {"backbone": "resnet152"}
 #: Manifest keys a reopened run insists on: features must come from the same extraction settings.
-PINNED_KEYS = ("backbone", "weights", "preprocessing")
+PINNED_KEYS = ("backbone", "weights", "preprocessing", "dtype")
 
 
 def features_path(path: Path | None, data_root: Path, dataset: str) -> Path:

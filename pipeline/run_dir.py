@@ -3,7 +3,8 @@
 Layout (JSON is UTF-8; scores in every file are fractions in [0, 1])::
 
     config.json              format version, model (recipe) name, ModelConfig, TrainConfig, the text
-                             side's description, dataset, data root, feature cache path + pinned manifest
+                             side's description, dataset, data root, feature cache path + pinned manifest,
+                             the training data's tweet-tokenisation style (for ``umt predict``)
     labels.json              the BIO2 label vocabulary (order = model output ids)
     text/                    the text side's files (for Hugging Face encoders: config + tokenizer;
                              the weights live in the checkpoint)
@@ -32,7 +33,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,8 @@ class RunConfig:
     text: dict[str, Any]  # the text side's describe(): at least its kind
     features: dict[str, Any] | None  # {"path", "manifest"} of the cache read, None when text-only
     no_images: bool = False
+    #: How the training data split tweets (``pipeline.text.tweets``): what ``umt predict`` uses on raw text.
+    token_style: str = "tweet"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,7 @@ class RunConfig:
             "text": self.text,
             "features": self.features,
             "no_images": self.no_images,
+            "token_style": self.token_style,
         }
 
     @classmethod
@@ -106,6 +110,7 @@ class RunConfig:
                 text=dict(data["text"]),
                 features=data.get("features"),
                 no_images=bool(data.get("no_images", False)),
+                token_style=str(data.get("token_style", "tweet")),
             )
         except (KeyError, TypeError) as e:
             raise ConfigError(f"{origin}: damaged run config ({type(e).__name__}: {e})") from None
@@ -372,6 +377,23 @@ class TrainedRun:
     text: TextSide
     multimodal: bool
     device: torch.device
+    _taggers: dict = field(default_factory=dict, repr=False)
+
+    def tag(
+        self, texts: Sequence[str | Sequence[str]], images: Sequence[str | Path | None] | None = None, **options
+    ) -> list[dict]:
+        """Tag new posts: for each text (or list of tokens), its tokens, valid BIO2 tags and
+        entities as Hugging Face's token-classification pipeline gives them (``entity_group``,
+        ``word``, ``start``, ``end``, ``score``), with ``score`` the model's probability of the
+        span. ``images``: a path (or an id with ``images_dir=``) per post, or None. ``options``
+        are :class:`umt.pipeline.post_tagger.PostTagger`'s (style, images_dir, features, weights,
+        image_cache, batch_size)."""
+        from umt.pipeline.post_tagger import PostTagger
+
+        key = tuple(sorted((k, str(v)) for k, v in options.items()))
+        if key not in self._taggers:
+            self._taggers[key] = PostTagger(self, **options)
+        return self._taggers[key].tag(texts, images)
 
     def features(self, override: Path | None = None):
         """The feature cache this run reads (its own, or ``override`` if it matches the run's

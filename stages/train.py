@@ -31,6 +31,7 @@ from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.models.registry import Recipe, get_recipe
 from umt.pipeline.run_dir import RunConfig, RunDir, write_json
 from umt.pipeline.tables import metrics_table, pct
+from umt.pipeline.text.tweets import detect_style
 from umt.pipeline.train_config import RUNTIME_FIELDS, TrainConfig
 from umt.stages.requests import TrainRequest
 
@@ -196,6 +197,7 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
                 text=text.describe(),
                 features=session.features_info,
                 no_images=bool(session.recipe.multimodal and req.no_images),
+                token_style=detect_style(w for post in session.splits["train"] for w in post.tokens),
             )
         )
         run.save_labels(session.vocab)

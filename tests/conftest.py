@@ -77,9 +77,10 @@ def tiny_root(tmp_path_factory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
-def write_grid_cache(path: Path, grids: dict) -> Path:
+def write_grid_cache(path: Path, grids: dict, settings: dict | None = None) -> Path:
     """A feature cache holding ``grids`` (image id -> (49, 2048) array, or None for a missing image),
-    written with the cache's own writer: what `umt extract-images` would leave, without a ResNet."""
+    written with the cache's own writer: what `umt extract-images` would leave, without a ResNet.
+    ``settings`` replace manifest entries (e.g. the real weights identity and preprocessing)."""
     import numpy as np
 
     from umt.cache.format import CacheWriter, Status
@@ -95,6 +96,7 @@ def write_grid_cache(path: Path, grids: dict) -> Path:
         "preprocessing": {"resize": [224, 224], "interpolation": "bilinear"},
         "dtype": "float32",
         "plan": {"ids_sha256": ids_digest(ids), "total": len(ids), "chunk_size": len(ids)},
+        **(settings or {}),
     }
     reasons = ["" if g is not None else "missing: not drawn" for g in grids.values()]
     with CacheWriter(path, path.with_name(path.name + ".tmp"), len(ids), "float32") as writer:

@@ -31,7 +31,7 @@ def test_attention_is_per_head_scaled_dot_product_with_key_padding():
     attention = MultiHeadAttention(D, HEADS, dropout=0.0)
     queries, keys = torch.randn(2, 3, D), torch.randn(2, 5, D)
     key_mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
-    out = attention(queries, keys, key_mask)  # (2, 3, D)
+    out, weights = attention(queries, keys, key_mask)  # (2, 3, D), (2, h, 3, 5)
 
     def split(x):  # (B, L, D) -> (B, h, L, D/h)
         return x.view(x.shape[0], x.shape[1], HEADS, D // HEADS).transpose(1, 2)
@@ -40,6 +40,8 @@ def test_attention_is_per_head_scaled_dot_product_with_key_padding():
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
     reference = attention.out(reference.transpose(1, 2).reshape(2, 3, D))
     assert torch.allclose(out, reference, atol=1e-6)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, HEADS, 3))  # the weights returned are a distribution
+    assert (weights[1, :, :, 2:] < 1e-6).all()  # over the real keys only
 
 
 def test_added_layers_start_from_berts_initialisation():

@@ -16,6 +16,9 @@ effective configuration (the registered name's switches applied): store it in a 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -52,6 +55,7 @@ class Tagger(nn.Module):
             else None
         )
         self.head = CRFHead(len(vocab)) if config.crf else SoftmaxHead()
+        self.word_attention: torch.Tensor | None = None  # set under explaining()
 
     def emissions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """MNER emissions (B, W, |Y|) and, with the ESD branch, its span emissions (B, W, |Z|)."""
@@ -59,6 +63,8 @@ class Tagger(nn.Module):
         states = text.states
         if self.fusion is not None:  # batch.image None: every post is image-less
             states = self.fusion(text.states, text.mask, batch.image, batch.image_mask)  # (B, L, width) H
+            if self.fusion.recording:
+                self.word_attention = text.words(self.fusion.recorded)  # (B, W, grid)
         emissions = self.emission(text.words(states))  # (B, W, |Y|) eq. 6
         span_emissions = None
         if self.span_detector is not None:
@@ -66,6 +72,20 @@ class Tagger(nn.Module):
             if self.conversion is not None:
                 emissions = emissions + self.conversion(span_emissions)  # (B, W, |Y|) eq. 7
         return emissions, span_emissions
+
+    @contextmanager
+    def explaining(self) -> Iterator[None]:
+        """Within, each :meth:`emissions` call leaves in ``word_attention`` (B, W, grid) how much
+        each word attended to each cell of its post's visual grid (the fusion's own attention:
+        MMI's word-to-visual layer averaged over heads, GVATT's sentence query, AdaCAN's words)."""
+        if self.fusion is None:
+            raise ValueError("a text-only model attends to no image")
+        self.fusion.recording = True
+        try:
+            yield
+        finally:
+            self.fusion.recording = False
+            self.fusion.recorded = None
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """The training loss: NLL(MNER) + lambda * NLL(ESD), each averaged over the windows."""

@@ -44,7 +44,8 @@ class AdaptiveCoAttention(Fusion):
         self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor | None, image_mask: torch.Tensor
     ) -> torch.Tensor:
         v = self.visual(image, image_mask, batch_size=text.shape[0])  # (B, 49, d) V
-        visual, _ = self.word_to_visual(text, v)  # (B, L, d) v~
+        visual, weights = self.word_to_visual(text, v)  # (B, L, d) v~, (B, L, 49)
+        self.record(weights)
         textual, _ = self.visual_to_word(visual, text, text_mask)  # (B, L, d) h^
         hv, hh = torch.tanh(self.visual_in(visual)), torch.tanh(self.text_in(textual))  # (B, L, d) each
         g = torch.sigmoid(self.fusion_gate(torch.cat([hv, hh], dim=-1)))  # (B, L, d)

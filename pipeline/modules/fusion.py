@@ -22,6 +22,15 @@ class Fusion(nn.Module):
     """
 
     out_dim: int
+    #: While True, ``forward`` stores in ``recorded`` how much each text position attended to each
+    #: cell of the visual grid, (B, L, grid) rows summing to 1: what ``umt predict --explain`` draws.
+    recording: bool = False
+    recorded: torch.Tensor | None = None
+
+    def record(self, weights: torch.Tensor) -> None:
+        """Keep ``weights`` (B, L, grid) when recording (detached: an explanation, not a graph)."""
+        if self.recording:
+            self.recorded = weights.detach()
 
     def forward(
         self,

@@ -40,7 +40,8 @@ class GatedVisualAttention(Fusion):
         v = self.visual(image, image_mask, batch_size=text.shape[0])  # (B, 49, d) V
         real = text_mask[..., None].to(text.dtype)  # (B, L, 1)
         sentence = (text * real).sum(1) / real.sum(1).clamp(min=1.0)  # (B, d)
-        context, _ = self.attention(sentence[:, None, :], v)  # (B, 1, d) v_c
+        context, weights = self.attention(sentence[:, None, :], v)  # (B, 1, d) v_c, (B, 1, 49)
+        self.record(weights.expand(-1, text.shape[1], -1))  # (B, L, 49) one map for the whole sentence
         context = self.dropout(context).expand_as(text)  # (B, L, d)
         keep, enter, modulated = self.gates(torch.cat([text, context], dim=-1)).chunk(3, dim=-1)  # 3 x (B, L, d)
         return torch.sigmoid(keep) * text + torch.sigmoid(enter) * torch.tanh(modulated)  # (B, L, d)

@@ -55,7 +55,8 @@ class MultimodalInteraction(Fusion):
     ) -> torch.Tensor:
         r = self.text_layer(text, text, text_mask)  # (B, L, d) R
         v = self.visual(image, image_mask, batch_size=text.shape[0])  # (B, 49, d) V, never empty
-        q = self.word_to_visual(r, v)  # (B, L, d) Q: each word attends over the blocks
+        q, weights = self.word_to_visual.attend(r, v)  # (B, L, d) Q: each word attends over the blocks
+        self.record(weights.mean(dim=1))  # (B, L, 49) averaged over the heads
         if self.coupled is not None:
             p = self.visual_to_word(v, r, text_mask)  # (B, 49, d) P: each block attends over the words
             a = self.coupled(r, p)  # (B, L, d) A: each word attends over the word-aware blocks

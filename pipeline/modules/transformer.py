@@ -58,8 +58,10 @@ class MultiHeadAttention(nn.Module):
 
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """``key_mask`` (B, Lk) bool, True for real keys; None when every key is real."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``key_mask`` (B, Lk) bool, True for real keys; None when every key is real.
+
+        Returns the output (B, Lq, d) and the attention weights (B, h, Lq, Lk) before dropout."""
         B, Lq, d = queries.shape
         Lk = keys.shape[1]
         h = self.heads
@@ -70,9 +72,9 @@ class MultiHeadAttention(nn.Module):
         if key_mask is not None:
             # the dtype's lowest finite value, not -inf: a row of padding keys stays finite
             scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        weights = self.dropout(scores.softmax(dim=-1))  # (B, h, Lq, Lk)
-        heads = (weights @ v).transpose(1, 2).reshape(B, Lq, d)  # (B, Lq, d) the m heads side by side
-        return self.out(heads)  # (B, Lq, d)
+        weights = scores.softmax(dim=-1)  # (B, h, Lq, Lk)
+        heads = (self.dropout(weights) @ v).transpose(1, 2).reshape(B, Lq, d)  # (B, Lq, d) the m heads side by side
+        return self.out(heads), weights  # (B, Lq, d), (B, h, Lq, Lk)
 
 
 class TransformerLayer(nn.Module):
@@ -95,6 +97,12 @@ class TransformerLayer(nn.Module):
         self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(B, Lq, d) queries attend over (B, Lk, d) keys/values -> (B, Lq, d)."""
-        attended = self.attention(queries, keys, key_mask)  # (B, Lq, d)
+        return self.attend(queries, keys, key_mask)[0]
+
+    def attend(
+        self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's output (B, Lq, d) and its heads' attention weights (B, h, Lq, Lk)."""
+        attended, weights = self.attention(queries, keys, key_mask)  # (B, Lq, d), (B, h, Lq, Lk)
         x = self.attention_norm(queries + self.dropout(attended))  # (B, Lq, d) eq. 1
-        return self.ffn_norm(x + self.dropout(self.ffn(x)))  # (B, Lq, d) eq. 2
+        return self.ffn_norm(x + self.dropout(self.ffn(x))), weights  # (B, Lq, d) eq. 2

@@ -1,0 +1,130 @@
+"""Tagging new posts: valid BIO tags, entities with character offsets and span probabilities.
+
+What ``umt predict`` and ``TrainedRun.tag`` return for each post, in the shape of Hugging
+Face's token-classification pipeline (``aggregation_strategy="simple"``)::
+
+    {"entity_group": "PER", "word": "Kevin Durant", "start": 0, "end": 12, "score": 0.98,
+     "token_start": 0, "token_end": 2}
+
+- ``start``/``end`` are character offsets into the post's text (``text[start:end] == word``);
+  ``token_start``/``token_end`` index its tokens.
+- ``tags`` are always a valid BIO2 sequence: an ``I-X`` that follows ``O`` or another type is
+  read as opening an entity (the conlleval / seqeval-default reading the scores use) and
+  written ``B-X``, so the entities are exactly those ``umt eval`` would count.
+- ``score`` is the model's probability of the entity: that the tags, read as the scores read
+  them, hold exactly this entity (its first word opens it, its other words continue it, the
+  next word does not), summed over all tag sequences by the CRF's forward-backward
+  (``CRFHead.entity_probabilities``); for a softmax head, the same event with independent
+  words. It is read in the window that owns the entity's first word.
+- With ``explain``, each entity also gets ``attention``: the mean over its words of their
+  attention over the 7x7 visual grid (what ``--explain`` draws).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from umt.pipeline.batch import Batch, WindowRef
+from umt.pipeline.heads.crf import Entity
+from umt.pipeline.labels import BEGIN, INSIDE, PREFIX_SEPARATOR, LabelVocab, bio_to_spans, spans_to_bio
+
+
+@dataclass
+class _Window:
+    ref: WindowRef
+    emissions: torch.Tensor  # (n, K) float32, the window's real words
+    attention: torch.Tensor | None  # (n, grid) with explain
+
+
+@dataclass
+class Tagged:
+    """One post's result: its tokens, valid BIO2 tags and entities (plain dicts, JSON-ready)."""
+
+    tokens: list[str]
+    tags: list[str]
+    entities: list[dict] = field(default_factory=list)
+
+
+def entity_dicts(
+    tags: Sequence[str], text: str, offsets: Sequence[tuple[int, int]]
+) -> list[tuple[str, int, int, dict]]:
+    """(type, first token, end token, dict without score) for each entity of valid ``tags``."""
+    out = []
+    for entity_type, i, j in bio_to_spans(tags):
+        start, end = offsets[i][0], offsets[j - 1][1]
+        out.append((entity_type, i, j, {
+            "entity_group": entity_type, "word": text[start:end], "start": start, "end": end,
+            "token_start": i, "token_end": j,
+        }))
+    return out
+
+
+@torch.inference_mode()
+def tag_batches(
+    model: torch.nn.Module,
+    batches: Iterable[Batch],
+    lengths: Sequence[int],
+    texts: Sequence[str],
+    offsets: Sequence[Sequence[tuple[int, int]]],
+    tokens: Sequence[Sequence[str]],
+    vocab: LabelVocab,
+    device: torch.device,
+    explain: bool = False,
+) -> list[Tagged]:
+    """Tag every post whose windows ``batches`` hold (post ``i`` has ``lengths[i]`` words)."""
+    was_training = model.training
+    model.eval()
+    windows: list[list[_Window]] = [[] for _ in lengths]
+    raw: list[list[str | None]] = [[None] * n for n in lengths]
+    with model.explaining() if explain else nullcontext():
+        for batch in batches:
+            batch = batch.to(device)
+            emissions, _ = model.emissions(batch)  # (B, W, K)
+            decoded = model.head.decode(emissions, batch.word_mask)
+            attention = model.word_attention if explain else None  # (B, W, grid)
+            for row, (ref, ids) in enumerate(zip(batch.refs, decoded, strict=True)):
+                n = len(ids)
+                windows[ref.post].append(_Window(
+                    ref, emissions[row, :n].float().cpu(), attention[row, :n].float().cpu() if explain else None
+                ))
+                labels = vocab.decode(ids)
+                for i in range(ref.keep_from, ref.keep_to):
+                    raw[ref.post][ref.offset + i] = labels[i]
+    model.train(was_training)
+    results = []
+    for post, row in enumerate(raw):
+        if any(tag is None for tag in row):
+            raise RuntimeError(f"post {post}: some words received no prediction")
+        tags = spans_to_bio(bio_to_spans(row), len(row))  # type: ignore[arg-type]
+        tagged = Tagged(list(tokens[post]), tags)
+        for entity_type, i, j, entity in entity_dicts(tags, texts[post], offsets[post]):
+            window = _owner(windows[post], i)
+            entity["score"] = _score(model.head, window, i, j, entity_type, vocab)
+            if window.attention is not None:
+                local = slice(i - window.ref.offset, min(j - window.ref.offset, window.attention.shape[0]))
+                entity["attention"] = window.attention[local].mean(dim=0).numpy().astype(np.float32)  # (grid,)
+            tagged.entities.append(entity)
+        results.append(tagged)
+    return results
+
+
+def _owner(windows: list[_Window], word: int) -> _Window:
+    """The window whose kept range holds ``word`` of the post."""
+    for window in windows:
+        ref = window.ref
+        if ref.offset + ref.keep_from <= word < ref.offset + ref.keep_to:
+            return window
+    raise RuntimeError(f"no window owns word {word}")
+
+
+def _score(head, window: _Window, i: int, j: int, entity_type: str, vocab: LabelVocab) -> float:
+    """The entity's probability in ``window`` (clipped to the window when it runs past its end)."""
+    n = window.emissions.shape[0]
+    start, end = i - window.ref.offset, min(j - window.ref.offset, n)
+    begin, inside = (vocab.index(f"{prefix}{PREFIX_SEPARATOR}{entity_type}") for prefix in (BEGIN, INSIDE))
+    return head.entity_probabilities(window.emissions, [Entity(start, end, begin, inside)])[0]
