@@ -1,0 +1,265 @@
+"""The paper's tables as data: which systems are rows, which comparisons mark them, what the cells say.
+
+Table 2 (``umt report``): one row per system in the registry's order, text-only rows then
+text+image rows, a column block per dataset: F1 per entity type, then P, R, F1 overall and the
+number of seeds. Table 3 (``umt report --ablations``): the full UMT and each ablation, P, R, F1
+and the F1 difference to the full model. A :class:`ReportTable` holds display strings only (in
+percent, ``mean ± std``); every renderer (terminal, Markdown, LaTeX) draws the same one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from umt.pipeline.models.registry import model_names
+from umt.pipeline.report.aggregate import NO_VALUE, Scores, ordered_types
+from umt.pipeline.report.paper import (
+    ABLATIONS,
+    DATASETS,
+    FULL_MODEL,
+    PAPER_TYPES,
+    PaperScores,
+    paper_models,
+    paper_scores,
+)
+from umt.pipeline.report.runs import Group, System
+from umt.pipeline.report.significance import ALPHA, Comparison
+from umt.pipeline.tables import pct
+
+BASELINE = "bert-crf"  # Table 2's markers: each multimodal system against the text-only BERT-CRF
+BETTER, WORSE, MIXED = "†", "‡", "§"
+DASH = NO_VALUE
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What one table shows: its sections of systems, the system its markers compare against,
+    and whether it has per-type columns (Table 2) or a ΔF1 column (Table 3)."""
+
+    number: int  # the paper's table number
+    sections: tuple[tuple[str, tuple[System, ...]], ...]
+    reference: System
+    per_type: bool
+    paper: bool = False  # the paper's own rows beside ours
+    expected: tuple[System, ...] = ()  # every system the table is made of (a missing one is reported)
+
+    @property
+    def systems(self) -> tuple[System, ...]:
+        return tuple(system for _, members in self.sections for system in members)
+
+    def pairs(self) -> list[tuple[System, System]]:
+        """The comparisons the table reports: Table 2, each multimodal system against bert-crf and
+        the full umt against every other row; Table 3, each row against the full umt."""
+        if self.number == 3:
+            return [(s, self.reference) for s in self.systems if s != self.reference]
+        umt = System(FULL_MODEL)
+        pairs = [(s, self.reference) for s in self.systems if s.multimodal]
+        if umt in self.systems:
+            pairs += [(umt, s) for s in self.systems if s not in (umt, self.reference)]
+        return pairs
+
+
+def _rows_of(models: Sequence[str], present: set[System], quoted: set[str]) -> tuple[System, ...]:
+    """Each model's row (with images) if it ran or the paper has it, then its ``--no-images`` row if it ran."""
+    rows = []
+    for model in models:
+        with_images, without = System(model), System(model, no_images=True)
+        rows += [s for s in (with_images, without) if s in present or (not s.no_images and model in quoted)]
+    return tuple(rows)
+
+
+def table_spec(groups: Sequence[Group], ablations: bool, paper: bool) -> TableSpec:
+    """Table 3 with ``ablations``, else Table 2; rows for the systems that ran (and, with ``paper``,
+    those the paper reports), in the registry's order; unregistered models last."""
+    present = {g.system for g in groups}
+    if ablations:
+        models = (FULL_MODEL, *ABLATIONS)
+        rows = _rows_of(models, present, set(paper_models(3)) if paper else set())
+        expected = _rows_of(models, present, set(models))
+        return TableSpec(3, (("", rows),), System(FULL_MODEL), False, paper, expected)
+    table2 = [m for m in model_names() if m not in ABLATIONS]
+    quoted = set(paper_models(2)) if paper else set()
+    sections = (
+        ("text", _rows_of([m for m in table2 if not System(m).multimodal], present, quoted)),
+        ("text+image", _rows_of([m for m in table2 if System(m).multimodal], present, quoted)),
+        ("other (unregistered)", _rows_of(sorted({s.model for s in present} - set(model_names())), present, set())),
+    )
+    expected = _rows_of(table2, present, set(table2))
+    return TableSpec(
+        2, tuple((name, rows) for name, rows in sections if rows), System(BASELINE), True, paper, expected
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row: its label and, per dataset, one display string per column of that dataset's block."""
+
+    label: str
+    cells: Mapping[str, tuple[str, ...]]
+    quoted: bool = False  # the paper's numbers, not ours
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    name: str  # file stem of its outputs: table2, table3
+    title: str
+    datasets: tuple[str, ...]
+    columns: Mapping[str, tuple[str, ...]]  # per dataset
+    sections: tuple[tuple[str, tuple[Row, ...]], ...]
+    footnotes: tuple[str, ...]
+
+
+def quoted_scores(spec: TableSpec, dataset: str, system: System) -> PaperScores | None:
+    """The paper's numbers for a row of ``spec`` (None without ``--paper``, for a ``--no-images`` row,
+    or where the paper has none)."""
+    if not spec.paper or system.no_images:
+        return None
+    return paper_scores(spec.number, system.model, dataset)
+
+
+def format_p(p: float) -> str:
+    return f"{p:.4f}"
+
+
+def _signed(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+class _Layout:
+    """Builds a ReportTable from a spec, the groups' scores and the comparisons."""
+
+    def __init__(
+        self, spec: TableSpec, scores: Mapping[tuple[str, System], Scores], groups: Sequence[Group],
+        comparisons: Sequence[Comparison],
+    ):  # fmt: skip
+        self.spec, self.scores = spec, scores
+        self.groups = {(g.dataset, g.system): g for g in groups}
+        self.marks = {(c.dataset, c.a): c for c in comparisons if c.b == spec.reference}
+        ran = sorted({d for d, s in scores if s in spec.systems})
+        self.datasets = tuple(ran) if ran else (DATASETS if spec.paper else ())
+
+    def columns(self, dataset: str) -> tuple[str, ...]:
+        if not self.spec.per_type:
+            return ("P", "R", "F1", "ΔF1", "n")
+        shown = [sc for (d, s), sc in self.scores.items() if d == dataset and s in self.spec.systems]
+        types = {t for scores in shown for t in scores.per_type}
+        if self.spec.paper and dataset in DATASETS:
+            types |= set(PAPER_TYPES)
+        return (*ordered_types(types), "P", "R", "F1", "n")
+
+    def _marker(self, dataset: str, system: System) -> str:
+        comparison = self.marks.get((dataset, system))
+        if comparison is None or not comparison.significant:
+            return ""
+        return f" {BETTER if comparison.verdict == 'better' else WORSE}"
+
+    @staticmethod
+    def _delta(f1: float, reference_f1: float | None) -> str:
+        return DASH if reference_f1 is None else _signed(f1 - reference_f1)
+
+    def ours(self, dataset: str, system: System) -> tuple[str, ...]:
+        columns = self.columns(dataset)
+        scores = self.scores.get((dataset, system))
+        if scores is None:
+            return (*([DASH] * (len(columns) - 1)), "0")
+        overall = {"P": scores.precision.show(), "R": scores.recall.show(), "n": str(scores.f1.n)}
+        overall["F1"] = scores.f1.show() + self._marker(dataset, system)
+        if "ΔF1" in columns:
+            reference = self.scores.get((dataset, self.spec.reference))
+            same = system == self.spec.reference
+            overall["ΔF1"] = DASH if same else self._delta(scores.f1.mean, reference and reference.f1.mean)
+        cells = {**{t: stat.show() for t, stat in scores.per_type.items()}, **overall}
+        return tuple(cells.get(c, DASH) for c in columns)
+
+    def quoted(self, dataset: str, system: System) -> PaperScores | None:
+        return quoted_scores(self.spec, dataset, system)
+
+    def quoted_cells(self, dataset: str, system: System) -> tuple[str, ...]:
+        columns = self.columns(dataset)
+        scores = self.quoted(dataset, system)
+        if scores is None:
+            return tuple([DASH] * len(columns))
+        values = {"P": pct(scores.precision), "R": pct(scores.recall), "F1": pct(scores.f1), "n": ""}
+        if "ΔF1" in columns:
+            reference = self.quoted(dataset, self.spec.reference)
+            same = system == self.spec.reference
+            values["ΔF1"] = DASH if same else self._delta(scores.f1, reference and reference.f1)
+        values |= {t: pct(f1) for t, f1 in scores.per_type.items()}
+        return tuple(values.get(c, DASH) for c in columns)
+
+    def label(self, system: System) -> str:
+        mixed = any(self.groups[(d, system)].mixed_settings() for d in self.datasets if (d, system) in self.groups)
+        return system.label + (f" {MIXED}" if mixed else "")
+
+    def rows(self, system: System) -> list[Row]:
+        rows = [Row(self.label(system), {d: self.ours(d, system) for d in self.datasets})]
+        quoted = [q for q in (self.quoted(d, system) for d in self.datasets) if q is not None]
+        if quoted:
+            method = quoted[0].method
+            rows.append(Row(f"paper: {method}", {d: self.quoted_cells(d, system) for d in self.datasets}, quoted=True))
+        return rows
+
+
+def build_table(
+    spec: TableSpec, scores: Mapping[tuple[str, System], Scores], groups: Sequence[Group],
+    comparisons: Sequence[Comparison], resamples: int, rng_seed: int,
+) -> ReportTable:  # fmt: skip
+    """The display table of ``spec``: our mean ± std per row, the paper's rows with ``paper``, markers
+    from ``comparisons`` against the spec's reference, and footnotes that explain every mark."""
+    layout = _Layout(spec, scores, groups, comparisons)
+    sections = tuple(
+        (title, tuple(row for system in members for row in layout.rows(system))) for title, members in spec.sections
+    )
+    title = {2: "Table 2: text and text+image systems (test set)", 3: "Table 3: ablations of UMT (test set)"}
+    return ReportTable(
+        f"table{spec.number}", title[spec.number], layout.datasets, {d: layout.columns(d) for d in layout.datasets},
+        sections,
+        tuple(footnotes(spec, groups, comparisons, resamples, rng_seed, layout.datasets)),
+    )  # fmt: skip
+
+
+def footnotes(
+    spec: TableSpec, groups: Sequence[Group], comparisons: Sequence[Comparison], resamples: int, rng_seed: int,
+    datasets: Sequence[str],
+) -> list[str]:  # fmt: skip
+    """What every number and mark of the table means, with the p-values behind the marks."""
+    notes = [
+        "Scores in %: entity-level test precision (P), recall (R) and F1 (seqeval, default scheme) of each run's "
+        "best dev epoch, mean ± sample std over the n seeds (no ± for a single seed)."
+        + (" F1 per entity type in the type columns." if spec.per_type else "")
+        + (" ΔF1: F1 minus the full model's (umt; for the paper's rows, the paper's UMT)." if not spec.per_type else "")
+    ]
+    ref = spec.reference.label
+    marked = [c for c in comparisons if c.b == spec.reference and c.dataset in datasets]
+    if marked:
+        tested = "each multimodal system's" if spec.number == 2 else "each ablation's"
+        listing = "; ".join(
+            f"{d}: " + ", ".join(f"{c.a.label} {format_p(c.p)}" for c in marked if c.dataset == d and c.p is not None)
+            for d in datasets
+            if any(c.dataset == d and c.p is not None for c in marked)
+        )
+        notes.append(
+            f"{BETTER} / {WORSE}: {tested} F1 is significantly better / worse than {ref}'s (p < {ALPHA}). Test: "
+            f"paired approximate randomisation over test posts (each post's two predictions swapped with "
+            f"probability 1/2; statistic: difference of micro F1; R = {resamples:,} swap patterns, RNG seed "
+            f"{rng_seed}; p = (hits + 1) / (R + 1)); seed s of one system paired with seed s of the other, "
+            f"(post, seed) pairs of all common seeds pooled. p-values: {listing or 'none computed'}."
+        )
+    for c in comparisons:
+        if c.p is None and c.dataset in datasets:
+            notes.append(f"{c.a.label} vs {c.b.label} on {c.dataset} not compared: {c.note}")
+    if spec.paper:
+        notes.append(
+            f"paper: rows quoted from Yu et al. (2020), Table {spec.number} (single runs as printed there, "
+            "not recomputed); their significance marks (paired t-test) are not reproduced."
+        )
+    for group in groups:
+        mixed = group.mixed_settings()
+        if mixed and group.system in spec.systems and group.dataset in datasets:
+            what = "; ".join(
+                f"{name} " + ", ".join(f"seed {seed}: {value}" for seed, value in values.items())
+                for name, values in mixed.items()
+            )
+            notes.append(f"{MIXED} {group.system.label} on {group.dataset}: its seeds differ in settings ({what})")
+    return notes

@@ -1,0 +1,513 @@
+"""``umt report``: run states, seed groups, the two tables, the significance test, case study and files.
+
+No model is trained: run directories are written from tag lists, their metrics computed with
+``umt.pipeline.metrics.score`` as ``umt train`` computes them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import umt.cli as cli
+from umt.pipeline.data.types import Post
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.metrics import PRIMARY, score
+from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.models.registry import get_recipe, model_names
+from umt.pipeline.report.aggregate import aggregate
+from umt.pipeline.report.build import build_report
+from umt.pipeline.report.layout import BETTER, MIXED, WORSE
+from umt.pipeline.report.paper import ABLATIONS, paper_scores
+from umt.pipeline.report.predictions import PredictionStore, entities, entity_counts, read_predictions
+from umt.pipeline.report.render import csv_text, markdown
+from umt.pipeline.report.runs import RunState, System, collect_runs, group_runs
+from umt.pipeline.report.significance import approximate_randomization, compare, micro_f1
+from umt.pipeline.run_dir import RunConfig, RunDir
+from umt.pipeline.train_config import TrainConfig
+from umt.stages import report as report_stage
+from umt.stages.requests import ReportRequest
+
+R = 400  # swap patterns for the report-level tests (the test's own checks use more)
+
+# ---- building run directories from tag lists ---------------------------------------------------
+
+TEMPLATES = [
+    (["{p}", "visits", "{l}", "!"], ["B-PER", "O", "B-LOC", "O"]),
+    (["{o}", "hires", "{p}", "[link]"], ["B-ORG", "O", "B-PER", "B-MISC"]),  # "[link]" is no rich markup
+    (["watching", "Game", "of", "Thrones", "in", "{l}"], ["O", "B-MISC", "I-MISC", "I-MISC", "O", "B-LOC"]),
+]
+NAMES = {"p": ["Anna", "Brian", "Chloe", "Dmitri"], "l": ["Paris", "Lagos", "Osaka"], "o": ["Globex", "Initech"]}
+
+
+def make_posts(n: int) -> tuple[list[list[str]], list[list[str]]]:
+    """``n`` posts (words, gold tags), every one with 2 or 3 entities."""
+    words, gold = [], []
+    for i in range(n):
+        template, tags = TEMPLATES[i % len(TEMPLATES)]
+        fill = {k: v[i % len(v)] for k, v in NAMES.items()}
+        words.append([w.format(**fill) for w in template])
+        gold.append(list(tags))
+    return words, gold
+
+
+def predicted(gold: list[list[str]], wrong: set[int], how: str = "drop") -> list[list[str]]:
+    """``gold``, except the posts in ``wrong``: their entities dropped, or the first one's type changed."""
+    out = []
+    for i, tags in enumerate(gold):
+        tags = list(tags)
+        if i in wrong and how == "drop":
+            tags = ["O"] * len(tags)
+        elif i in wrong:
+            first = next(j for j, t in enumerate(tags) if t != "O")
+            kind = "ORG" if tags[first][2:] != "ORG" else "PER"
+            tags[first] = f"B-{kind}"
+        out.append(tags)
+    return out
+
+
+def write_run(
+    folder: Path, model: str, words, gold, pred, *, seed: int = 1, dataset: str = "twitter2017",
+    no_images: bool = False, epochs: int = 3, curve=((2.0, 0.5), (1.0, 0.7), (0.5, 0.72)),
+) -> Path:  # fmt: skip
+    """A finished run as ``umt train`` leaves it: config, metrics (scored by ``score``), test
+    predictions and a log with one epoch event per ``(train_loss, dev_f1)`` of ``curve``."""
+    folder.mkdir(parents=True)
+    run = RunDir(folder)
+    run.write_config(
+        RunConfig(model, dataset, "data", ModelConfig(), TrainConfig(epochs=epochs, seed=seed),
+                  {"kind": "hf-subword"}, None, no_images)
+    )  # fmt: skip
+    posts = [Post(list(w), list(g), f"img{i}") for i, (w, g) in enumerate(zip(words, gold, strict=True))]
+    run.write_predictions(RunDir.PREDICTIONS, posts, pred)
+    for epoch, (loss, f1) in enumerate(curve, 1):
+        dev = {"precision": f1, "recall": f1, "f1": f1}
+        run.log({"event": "epoch", "epoch": epoch, "train_loss": loss, "dev": dev})
+    scores = score(gold, pred)
+    metrics = {"model": model, "dataset": dataset, "seed": seed, "best_epoch": len(curve), "valid": scores,
+               "test": scores}  # fmt: skip
+    run.write_json(RunDir.METRICS, metrics)
+    return folder
+
+
+def seed_dir(root: Path, model: str, seed: int, dataset: str = "twitter2017") -> Path:
+    return root / dataset / model / f"seed{seed}"
+
+
+# ---- run states ----------------------------------------------------------------------------
+
+
+def test_every_run_has_a_state_and_unfinished_runs_are_listed_not_counted(tmp_path):
+    words, gold = make_posts(12)
+    root = tmp_path / "runs"
+    write_run(seed_dir(root, "bert-crf", 1), "bert-crf", words, gold, predicted(gold, {0, 1}))
+    write_run(seed_dir(root, "umt", 1), "umt", words, gold, gold)
+    # resumable: last.pt and two epochs in the log, no metrics
+    resumable = write_run(seed_dir(root, "umt", 2), "umt", words, gold, gold, seed=2, epochs=10)
+    (resumable / RunDir.METRICS).unlink()
+    (resumable / RunDir.LAST).write_bytes(b"state")
+    # failed: config.json only
+    failed = write_run(seed_dir(root, "bert-crf", 2), "bert-crf", words, gold, gold, seed=2)
+    for name in (RunDir.METRICS, RunDir.PREDICTIONS, RunDir.LOG):
+        (failed / name).unlink()
+    # half-written: a truncated metrics.json; a damaged config.json
+    truncated = write_run(seed_dir(root, "mt", 1), "mt", words, gold, gold)
+    text = (truncated / RunDir.METRICS).read_text()
+    (truncated / RunDir.METRICS).write_text(text[: len(text) // 2])
+    damaged = write_run(seed_dir(root, "adacan-bert-crf", 1), "adacan-bert-crf", words, gold, gold)
+    (damaged / RunDir.CONFIG).write_text('{"format_version": 2, "model": ')
+    # missing: a seed folder without files
+    empty = seed_dir(root, "gvatt-bert-crf", 1)
+    empty.mkdir(parents=True)
+
+    states = {run.path: run for run in collect_runs(root)}
+    assert {p: r.state for p, r in states.items()} == {
+        seed_dir(root, "bert-crf", 1): RunState.FINISHED,
+        seed_dir(root, "umt", 1): RunState.FINISHED,
+        resumable: RunState.RESUMABLE,
+        failed: RunState.FAILED,
+        truncated: RunState.HALF_WRITTEN,
+        damaged: RunState.HALF_WRITTEN,
+        empty: RunState.MISSING,
+    }
+    assert "interrupted at epoch 3 of 10" in states[resumable].note
+    assert states[truncated].note.startswith("metrics.json:") and "damaged" in states[truncated].note
+    assert states[damaged].note.startswith("config.json:")
+
+    report = build_report(root, resamples=R)
+    # only finished runs count: one seed each, although umt and bert-crf have a second folder
+    assert [(g.system.label, g.seeds) for g in report.groups] == [("bert-crf", (1,)), ("umt", (1,))]
+    problems = {(run.state, run.system.label if run.system else None, run.seed) for run in report.problems}
+    assert (RunState.MISSING, "bert-softmax", None) in problems  # a system of Table 2 with no run at all
+    assert (RunState.RESUMABLE, "umt", 2) in problems and (RunState.FAILED, "bert-crf", 2) in problems
+    assert not any(state is RunState.MISSING and label in ("umt", "bert-crf") for state, label, _ in problems)
+    text = markdown(report)
+    status = text[text.index("## Runs not counted") :]
+    for run in (resumable, failed, truncated, damaged, empty):
+        assert f"`{run}`" in status
+    assert "no run of bert-softmax on twitter2017" in status
+
+
+def test_a_second_finished_run_of_the_same_seed_is_not_counted_twice(tmp_path):
+    words, gold = make_posts(6)
+    write_run(tmp_path / "a" / "seed1", "bert-crf", words, gold, gold)
+    write_run(tmp_path / "b" / "seed1", "bert-crf", words, gold, predicted(gold, {0}))
+    runs = collect_runs(tmp_path)
+    assert [r.state for r in runs] == [RunState.FINISHED, RunState.DUPLICATE]
+    assert str(tmp_path / "a" / "seed1") in runs[1].note
+    assert aggregate(group_runs(runs)[0]).f1.mean == 1.0
+
+
+def test_runs_folder_that_does_not_exist_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such folder"):
+        collect_runs(tmp_path / "nope")
+
+
+# ---- seed groups ---------------------------------------------------------------------------
+
+
+def first_entity_only(tags: list[str]) -> list[str]:
+    start = next(i for i, t in enumerate(tags) if t != "O")
+    end = next((i for i in range(start + 1, len(tags)) if not tags[i].startswith("I-")), len(tags))
+    return ["O"] * start + tags[start:end] + ["O"] * (len(tags) - end)
+
+
+def test_a_seed_group_is_summarised_by_mean_and_sample_std(tmp_path):
+    words, gold = make_posts(12)
+    gold = [first_entity_only(tags) for tags in gold]  # one entity per post: PER, ORG, MISC in turn
+    # seed 1 right everywhere; seed 2 misses the entities of posts 1-3, seed 3 of posts 1-6
+    for seed, wrong in ((1, set()), (2, {0, 1, 2}), (3, set(range(6)))):
+        write_run(seed_dir(tmp_path, "umt", seed), "umt", words, gold, predicted(gold, wrong), seed=seed)
+    (group,) = group_runs(collect_runs(tmp_path))
+    scores = aggregate(group)
+    # precision 1; recall 1, 9/12, 6/12; F1 1, 6/7, 2/3: mean 53/63, sample std sqrt(111)/63 (by hand)
+    mean, std = 53 / 63, math.sqrt(111) / 63
+    assert scores.seeds == (1, 2, 3) and scores.f1.n == 3
+    assert scores.f1.mean == pytest.approx(mean) and scores.f1.std == pytest.approx(std)
+    assert scores.precision.mean == pytest.approx(1.0) and scores.precision.std == pytest.approx(0.0)
+    assert scores.recall.mean == pytest.approx(0.75) and scores.recall.std == pytest.approx(0.25)
+    # each type loses one of its four entities in seed 2 and two in seed 3: the same F1 as overall
+    assert list(scores.per_type) == ["PER", "ORG", "MISC"]
+    assert scores.per_type["MISC"].mean == pytest.approx(mean) and scores.per_type["MISC"].std == pytest.approx(std)
+    assert scores.f1.show() == "84.13 ± 16.72"
+
+    report = build_report(tmp_path, resamples=R)
+    (row,) = report.table.sections[0][1]
+    assert report.table.columns["twitter2017"] == ("PER", "ORG", "MISC", "P", "R", "F1", "n")  # no LOC in gold
+    f1 = "84.13 ± 16.72"
+    assert row.label == "umt" and row.cells["twitter2017"] == (f1, f1, f1, "100.00 ± 0.00", "75.00 ± 25.00", f1, "3")
+
+
+def test_a_single_seed_shows_its_value_without_a_std(tmp_path):
+    words, gold = make_posts(4)
+    write_run(seed_dir(tmp_path, "umt", 1), "umt", words, gold, gold)
+    (group,) = group_runs(collect_runs(tmp_path))
+    assert aggregate(group).f1.std is None and aggregate(group).f1.show() == "100.00"
+
+
+def test_seeds_trained_with_other_settings_are_flagged(tmp_path):
+    words, gold = make_posts(6)
+    write_run(seed_dir(tmp_path, "bert-crf", 1), "bert-crf", words, gold, gold, epochs=3)
+    write_run(seed_dir(tmp_path, "bert-crf", 2), "bert-crf", words, gold, gold, seed=2, epochs=5)
+    report = build_report(tmp_path, resamples=R)
+    (row,) = report.table.sections[0][1]
+    assert row.label == f"bert-crf {MIXED}"
+    assert any(note.startswith(MIXED) and "epochs seed 1: 3, seed 2: 5" in note for note in report.table.footnotes)
+
+
+# ---- Table 2 and Table 3 -----------------------------------------------------------------
+
+
+def test_table2_rows_follow_the_registry_text_then_text_image(tmp_path):
+    words, gold = make_posts(9)
+    for model, no_images in [("umt", False), ("bilstm-crf", False), ("mt", False), ("umt", True),
+                             ("bert-crf", False), ("gvatt-bert-crf", False), ("umt-no-esd", False)]:  # fmt: skip
+        folder = tmp_path / f"{model}{'-noimg' if no_images else ''}" / "seed1"
+        write_run(folder, model, words, gold, gold, no_images=no_images)
+    report = build_report(tmp_path, resamples=R)
+    sections = [(title, [row.label for row in rows]) for title, rows in report.table.sections]
+    assert sections == [
+        ("text", ["bilstm-crf", "bert-crf"]),
+        ("text+image", ["gvatt-bert-crf", "mt", "umt", "umt (no images)"]),
+    ]
+    order = model_names()
+    labels = [label.split(" ")[0] for _, rows in sections for label in rows]
+    assert labels == sorted(labels, key=order.index)
+    assert report.table.columns["twitter2017"] == ("PER", "LOC", "ORG", "MISC", "P", "R", "F1", "n")
+    # the ablation's runs are left to Table 3, and said so
+    assert [g.system.label for g in report.elsewhere] == ["umt-no-esd"]
+    assert "umt report --ablations" in markdown(report)
+
+
+def test_paper_rows_are_quoted_under_ours(tmp_path):
+    words, gold = make_posts(6)
+    write_run(seed_dir(tmp_path, "bert-crf", 1, "twitter2015"), "bert-crf", words, gold, gold, dataset="twitter2015")
+    report = build_report(tmp_path, paper=True, resamples=R)
+    text_rows = dict(report.table.sections)["text"]
+    assert [r.label for r in text_rows][:2] == ["bilstm-crf", "paper: BiLSTM-CRF"]
+    quoted = next(r for r in text_rows if r.label == "paper: BERT-CRF")
+    assert quoted.quoted and quoted.cells["twitter2015"] == ("84.74", "80.51", "60.27", "37.29", "69.22", "74.59",
+                                                             "71.81", "")  # fmt: skip
+    assert any("quoted from Yu et al. (2020), Table 2" in note for note in report.table.footnotes)
+
+
+def test_paper_numbers_agree_with_the_registry_rows():
+    """paper.py's F1 are the ones each recipe's ``paper`` string quotes (two transcriptions agree)."""
+    for model in model_names():
+        if model in ABLATIONS:
+            continue
+        printed = [float(x) for x in re.findall(r"\d+\.\d+", get_recipe(model).paper)]
+        quoted = [paper_scores(2, model, d).f1 * 100 for d in ("twitter2015", "twitter2017")]
+        assert quoted == pytest.approx(printed), model
+
+
+def test_table3_shows_each_ablation_against_the_full_model(tmp_path):
+    words, gold = make_posts(30)
+    f1 = {}
+    for model, wrong in (("umt", set()), ("umt-no-esd", set(range(0, 30, 3))), ("umt-no-visual-gate", {1})):
+        pred = predicted(gold, wrong)
+        write_run(seed_dir(tmp_path, model, 1, "twitter2015"), model, words, gold, pred, dataset="twitter2015")
+        f1[model] = score(gold, pred)[PRIMARY]["f1"]
+    write_run(seed_dir(tmp_path, "bert-crf", 1, "twitter2015"), "bert-crf", words, gold, gold, dataset="twitter2015")
+    report = build_report(tmp_path, ablations=True, paper=True, resamples=2000)
+    rows = {row.label: row.cells["twitter2015"] for _, rows in report.table.sections for row in rows}
+    assert report.table.columns["twitter2015"] == ("P", "R", "F1", "ΔF1", "n")
+    assert rows["umt"][3] == "–"
+    assert rows["umt-no-esd"][3] == f"{100 * (f1['umt-no-esd'] - f1['umt']):+.2f}"
+    assert rows["umt-no-visual-gate"][3] == f"{100 * (f1['umt-no-visual-gate'] - f1['umt']):+.2f}"
+    assert rows["paper: w/o ESD Module"][3] == "-0.83"  # 72.58 - 73.41
+    table = {(r["system"], r["source"]): r for r in csv.DictReader(io.StringIO(csv_text(report)))}
+    delta = 100 * (f1["umt-no-esd"] - f1["umt"])
+    assert float(table[("umt-no-esd", "ours")]["delta_f1"]) == pytest.approx(delta, abs=1e-4)
+    assert float(table[("umt-no-esd", "paper")]["delta_f1"]) == pytest.approx(72.58 - 73.41, abs=1e-4)
+    # every ablation is tested against umt: dropping 10 of 30 posts' entities is significant, one post is not
+    verdicts = {c.a.label: (c.b.label, c.verdict) for c in report.comparisons}
+    assert verdicts == {"umt-no-esd": ("umt", "worse"), "umt-no-visual-gate": ("umt", "n.s.")}
+    assert rows["umt-no-esd"][2].endswith(WORSE) and not rows["umt-no-visual-gate"][2].endswith(WORSE)
+    # missing ablations are reported; bert-crf is not part of Table 3
+    missing = {run.system.label for run in report.problems if run.state is RunState.MISSING}
+    assert missing == {"umt-no-conversion", "umt-no-image-aware-wr"}
+
+
+# ---- the significance test ------------------------------------------------------------------
+
+
+def test_identical_systems_are_not_different():
+    counts = np.array([[1, 2, 2], [0, 1, 1], [2, 2, 3], [1, 1, 1]])
+    assert approximate_randomization(counts, counts.copy(), resamples=500) == 1.0
+
+
+def test_a_system_right_wherever_the_other_is_wrong_is_significant():
+    right = np.array([[2, 2, 2]] * 30)
+    wrong = np.array([[0, 2, 2]] * 30)  # same entities predicted, every one with a wrong type
+    assert approximate_randomization(right, wrong, resamples=2000) == pytest.approx(1 / 2001)
+
+
+def exact_p(a: np.ndarray, b: np.ndarray) -> float:
+    """The exact permutation p-value: every one of the 2^n swap patterns."""
+    observed = abs(micro_f1(a.sum(0)) - micro_f1(b.sum(0)))
+    hits = 0
+    for swaps in itertools.product((False, True), repeat=len(a)):
+        mask = np.array(swaps)[:, None]
+        ta, tb = np.where(mask, b, a).sum(0), np.where(mask, a, b).sum(0)
+        hits += abs(micro_f1(ta) - micro_f1(tb)) >= observed - 1e-12
+    return hits / 2 ** len(a)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_approximate_randomisation_agrees_with_the_exact_permutation_test(seed):
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(1, 4, size=11)
+    a_pred, b_pred = rng.integers(0, 4, size=11), rng.integers(0, 4, size=11)
+    a = np.stack([np.minimum(rng.integers(0, 4, size=11), np.minimum(a_pred, gold)), a_pred, gold], axis=1)
+    b = np.stack([np.minimum(gold, b_pred), b_pred, gold], axis=1)  # b right wherever it can be
+    exact = exact_p(a, b)
+    resamples = 20_000
+    approx = approximate_randomization(a, b, resamples=resamples, seed=seed)
+    assert abs(approx - exact) <= 4.5 * math.sqrt(exact * (1 - exact) / resamples) + 2 / resamples, (approx, exact)
+
+
+def test_per_post_counts_add_up_to_seqeval_scores():
+    rng = np.random.default_rng(0)
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]  # I- after O opens an entity (default scheme)
+    gold = [list(rng.choice(tags, size=rng.integers(1, 9))) for _ in range(60)]
+    pred = [list(rng.choice(tags, size=len(g))) for g in gold]
+    counts = entity_counts([entities(g) for g in gold], [entities(p) for p in pred]).sum(0)
+    expected = score(gold, pred)[PRIMARY]
+    assert counts[0] / counts[1] == pytest.approx(expected["precision"])
+    assert counts[0] / counts[2] == pytest.approx(expected["recall"])
+    assert micro_f1(counts) == pytest.approx(expected["f1"])
+    assert counts[2] == expected["support"]
+
+
+def test_seeds_are_paired_by_number_and_runs_on_other_posts_are_refused(tmp_path):
+    words, gold = make_posts(8)
+    for seed in (1, 2):
+        write_run(seed_dir(tmp_path, "bert-crf", seed), "bert-crf", words, gold, predicted(gold, {seed}), seed=seed)
+    for seed in (2, 3):
+        write_run(seed_dir(tmp_path, "umt", seed), "umt", words, gold, gold, seed=seed)
+    other_words = [list(w) for w in words]
+    other_words[5][0] = "Someone"
+    write_run(seed_dir(tmp_path, "mt", 2), "mt", other_words, gold, gold, seed=2)
+    groups = {g.system.model: g for g in group_runs(collect_runs(tmp_path))}
+    store = PredictionStore()
+    paired = compare(groups["umt"], groups["bert-crf"], store, resamples=200)
+    assert paired.seeds == (2,) and paired.f1_a == 1.0 and paired.f1_b == pytest.approx(
+        score(gold, predicted(gold, {2}))[PRIMARY]["f1"]
+    )
+    refused = compare(groups["mt"], groups["bert-crf"], store, resamples=200)
+    assert refused.p is None and "post 6 has other words" in refused.note
+    report = build_report(tmp_path, resamples=200)
+    assert any(note.startswith("mt vs bert-crf on twitter2017 not compared") for note in report.table.footnotes)
+
+
+def test_predictions_file_is_read_back_post_by_post(tmp_path):
+    words, gold = make_posts(3)
+    pred = predicted(gold, {1}, how="retype")
+    folder = write_run(tmp_path / "run", "bert-crf", words, gold, pred)
+    read = read_predictions(folder / RunDir.PREDICTIONS)
+    assert read.images == ("img0", "img1", "img2")
+    assert [list(w) for w in read.words] == words and [list(p) for p in read.pred] == pred
+    (folder / RunDir.PREDICTIONS).write_text("# image: 1\nAnna\tB-PER\n")
+    with pytest.raises(ConfigError, match=r"predictions_test.conll:2: expected word<TAB>gold<TAB>predicted"):
+        read_predictions(folder / RunDir.PREDICTIONS)
+
+
+# ---- markers, case study, files, figures, CLI ---------------------------------------------
+
+
+@pytest.fixture()
+def table2_runs(tmp_path) -> Path:
+    """bert-crf, umt and gvatt-bert-crf on two datasets, two seeds each: umt fixes bert-crf's mistakes
+    (wrong types on a third of the posts); gvatt-bert-crf drops the entities of half the posts."""
+    words, gold = make_posts(30)
+    root = tmp_path / "runs"
+    for dataset, seed in itertools.product(("twitter2015", "twitter2017"), (1, 2)):
+        base_wrong = set(range(seed, 30, 3))
+        write_run(seed_dir(root, "bert-crf", seed, dataset), "bert-crf", words, gold,
+                  predicted(gold, base_wrong, how="retype"), seed=seed, dataset=dataset)
+        write_run(seed_dir(root, "umt", seed, dataset), "umt", words, gold, predicted(gold, {0}), seed=seed,
+                  dataset=dataset)
+        write_run(seed_dir(root, "gvatt-bert-crf", seed, dataset), "gvatt-bert-crf", words, gold,
+                  predicted(gold, set(range(0, 30, 2))), seed=seed, dataset=dataset)  # fmt: skip
+    return root
+
+
+def test_multimodal_rows_are_marked_against_bert_crf(table2_runs):
+    report = build_report(table2_runs, resamples=1000)
+    rows = {row.label: row for _, rows in report.table.sections for row in rows}
+    for dataset in ("twitter2015", "twitter2017"):
+        assert rows["umt"].cells[dataset][-2].endswith(BETTER)
+        assert rows["gvatt-bert-crf"].cells[dataset][-2].endswith(WORSE)
+        assert not rows["bert-crf"].cells[dataset][-2].endswith((BETTER, WORSE))
+    pairs = {(c.dataset, c.a.label, c.b.label): c for c in report.comparisons}
+    assert pairs[("twitter2015", "umt", "bert-crf")].seeds == (1, 2)
+    assert ("twitter2015", "umt", "gvatt-bert-crf") in pairs  # the full model against every other row
+    note = next(n for n in report.table.footnotes if n.startswith(f"{BETTER} / {WORSE}"))
+    assert "R = 1,000" in note and "umt 0.0010" in note
+
+
+def test_case_study_prefers_posts_where_one_system_is_right_and_another_wrong(table2_runs):
+    report = build_report(table2_runs, cases=3, resamples=R)
+    study = report.cases[0]
+    assert (study.dataset, study.seed, study.systems) == ("twitter2015", 1, ("bert-crf", "gvatt-bert-crf", "umt"))
+    first = study.cases[0]
+    # bert-crf retypes post 2 (index 1); umt is right there; gvatt-bert-crf too (it drops even posts only)
+    assert first.index == 2 and first.predicted["umt"] == first.gold != first.predicted["bert-crf"]
+    assert len(study.cases) == 3
+    text = markdown(report)
+    assert "## Case study: twitter2015, seed 1" in text
+    assert "| gold | Initech [ORG], Brian [PER], [link] [MISC] |" in text
+
+
+def test_files_are_written_and_parse(table2_runs, tmp_path):
+    out = tmp_path / "out"
+    data = report_stage.run(ReportRequest(runs=table2_runs, out=out, paper=True, resamples=R, cases=1))
+    json.dumps(data)  # the stage returns plain data
+    assert sorted(Path(p).name for p in data["files"]) == ["table2.csv", "table2.md", "table2.tex"]
+    rows = list(csv.DictReader(io.StringIO((out / "table2.csv").read_text())))
+    ours = {(r["system"], r["dataset"]): r for r in rows if r["source"] == "ours"}
+    umt = ours[("umt", "twitter2017")]
+    group = data["groups"][[g["system"] for g in data["groups"]].index("umt")]
+    assert float(umt["f1"]) == pytest.approx(100 * group["f1"]["mean"], abs=1e-4) and umt["n"] == "2"
+    assert float(umt["p_vs_bert-crf"]) < 0.05
+    assert any(r["source"] == "paper" and r["system"] == "umt" and r["f1"] == "73.4100" for r in rows)
+    tex = (out / "table2.tex").read_text()
+    assert tex.count(r"\begin{tabular}") == 1 and r"\toprule" in tex and r"\bottomrule" in tex
+    body = [line for line in tex.splitlines() if line.endswith(r"\\") and "multicolumn" not in line]
+    assert len({line.count("&") for line in body}) == 1  # every row has every column
+    assert r"$\pm$" in tex and r"$^\dagger$" in tex
+    md = (out / "table2.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| system"))
+    assert "twitter2015 PER" in header and "twitter2017 F1" in header
+    assert "## Significance" in md and "## Runs not counted" in md
+
+
+def test_figures_are_written_as_png(table2_runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    from umt.pipeline.report.figures import entity_changes
+
+    report = build_report(table2_runs, resamples=R)
+    groups = {(g.dataset, g.system.model): g for g in report.groups}
+    changes = entity_changes(groups[("twitter2017", "bert-crf")], groups[("twitter2017", "umt")], report.store)
+    # bert-crf retypes the first entity of 10 posts: the ORG ones in seed 1, the MISC ones in seed 2, which
+    # umt gets right; umt drops both entities (PER, LOC) of post 1, which bert-crf gets right in both seeds
+    assert changes.seeds == (1, 2)
+    assert changes.fixed == pytest.approx({"ORG": 5.0, "MISC": 5.0})  # mean per seed
+    assert changes.broken == pytest.approx({"PER": 1.0, "LOC": 1.0})
+    out = tmp_path / "out"
+    data = report_stage.run(ReportRequest(runs=table2_runs, out=out, figures=True, formats=(), resamples=R, cases=0))
+    names = sorted(Path(p).name for p in data["files"])
+    assert names == sorted(f"{d}_{kind}.png" for d in ("twitter2015", "twitter2017")
+                           for kind in ("vs_bert-crf", "f1_by_type", "learning_curves"))  # fmt: skip
+    for path in data["files"]:
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(path).stat().st_size > 10_000
+
+
+def test_requests_check_themselves(tmp_path):
+    assert ReportRequest().formats == () and ReportRequest(out=tmp_path).formats == ("md", "csv", "tex")
+    with pytest.raises(ConfigError, match="--out"):
+        ReportRequest(figures=True)
+    with pytest.raises(ConfigError, match="xml"):
+        ReportRequest(out=tmp_path, formats=("md", "xml"))
+    with pytest.raises(ConfigError, match="--resamples"):
+        ReportRequest(resamples=0)
+
+
+def umt(monkeypatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["umt", *args])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    return exited.value.code
+
+
+def test_cli_prints_the_table_and_rejects_bad_options(table2_runs, tmp_path, monkeypatch, capsys):
+    assert umt(monkeypatch, "report", "--runs", str(table2_runs), "--resamples", "100", "--cases", "1") == 0
+    out = capsys.readouterr().out
+    assert "Table 2" in out and "twitter2015" in out and "Runs not counted" in out
+    # the case study's entities, printed as they are (rich would read "[link]" as markup)
+    assert re.search(r"✓ umt\s+│ Initech \[ORG\], Brian \[PER\], \[link\] \[MISC\]", out)
+    assert umt(monkeypatch, "report", "--runs", str(table2_runs), "--figures") == 2
+    assert "--out" in capsys.readouterr().err
+    assert umt(monkeypatch, "report", "--runs", str(tmp_path / "none")) == 2
+    assert umt(monkeypatch, "report", "--no-such-option") == 2
+    assert umt(monkeypatch, "report", "--help") == 0
+    assert "--ablations" in capsys.readouterr().out
+
+
+def test_a_system_with_no_images_is_its_own_row(tmp_path):
+    words, gold = make_posts(6)
+    write_run(seed_dir(tmp_path, "umt", 1), "umt", words, gold, gold)
+    write_run(tmp_path / "noimg" / "seed1", "umt", words, gold, predicted(gold, {0}), no_images=True)
+    groups = group_runs(collect_runs(tmp_path))
+    assert [g.system for g in groups] == [System("umt"), System("umt", no_images=True)]
+    assert groups[1].system.label == "umt (no images)"
