@@ -339,6 +339,100 @@ def eval_cmd(
     )
 
 
+@_command(app, "predict")
+def predict_cmd(
+    run: Path = typer.Argument(..., help="Run directory written by `umt train`."),
+    input: Path | None = typer.Option(
+        None, "--input", "-i", show_default=False,
+        help='Posts to tag (default: stdin): JSON lines {"text": ..., "image": ...} or {"tokens": [...]}, '
+        "or a CSV file with a 'text' column (and optionally 'image', 'id').",
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", show_default=False,
+        help="JSON-lines file to write (default: stdout): per post its tokens, BIO tags and entities "
+        "(entity_group, word, start, end, score).",
+    ),
+    images: Path | None = typer.Option(
+        None, help="Folder the posts' image ids or relative paths are found in (also tried: the input's folder)."
+    ),
+    format: str | None = typer.Option(None, help="jsonl or csv (default: from the input's suffix; stdin: jsonl)."),
+    tokenizer: str | None = typer.Option(
+        None, help="How raw text is split: tweet (@mentions and #hashtags whole) or tweet-split ('#' 'tag'); "
+        "default: the style of the run's training data.",
+    ),
+    features: Path | None = typer.Option(
+        None, help="Take the images from this feature cache (the posts' 'image' are its ids) instead of "
+        "computing them; its settings must match the run's.",
+    ),
+    weights: str | None = typer.Option(
+        None, help="ResNet-152 weights file, when the run's features were computed from one (checked by sha256)."
+    ),
+    image_cache: Path | None = typer.Option(
+        None, help="Where computed image grids are kept by content hash "
+        "(default: $UMT_CACHE_DIR/predict-features or ~/.cache/umt/predict-features).",
+    ),
+    explain: Path | None = typer.Option(
+        None, help="Write one PNG per entity of each post with an image into this folder: the image with the "
+        "entity's attention over the 7x7 grid laid over it.",
+    ),
+    strict: bool = typer.Option(False, help="Stop at the first bad line instead of reporting and skipping it."),
+    batch_size: int | None = typer.Option(None, help="Posts per forward pass (default: the run's eval batch size)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Tag new posts with a trained run: tokens, valid BIO tags and entities with character offsets
+    and the model's probability of each entity (CRF marginals)."""
+    from umt.stages import predict
+
+    predict.run(
+        requests.PredictRequest(
+            run=run, input=input, output=output, images=images, format=format, tokenizer=tokenizer,
+            features=features, weights=weights, image_cache=image_cache, explain=explain, strict=strict,
+            device=device, batch_size=batch_size,
+        )
+    )
+
+
+@_command(app, "reproduce")
+def reproduce_cmd(
+    dataset: str = typer.Option("twitter2017", help="Dataset folder under the data root."),
+    seeds: str = typer.Option("1,2,3", help="Comma-separated seeds: one run of every system per seed."),
+    systems: str = typer.Option(
+        "table2", help="table2 (the eleven systems of Table 2), table3 (UMT and its four ablations), all, "
+        "or comma-separated model names.",
+    ),
+    encoder: str = typer.Option("bert-base-cased", help="Hugging Face encoder name or local folder (BERT systems)."),
+    word_vectors: str = typer.Option(
+        "", help="Word vectors for the BiLSTM systems (as `umt train --word-vectors`); required when they are planned."
+    ),
+    features: Path | None = typer.Option(
+        None, help="Image-feature cache (default: the dataset's; extracted first when it is missing)."
+    ),
+    weights: str = typer.Option(_X.weights, help="ResNet-152 weights for an extraction this command runs."),
+    no_images: bool = typer.Option(False, "--no-images", help="Train the multimodal systems with every image absent."),
+    epochs: int = typer.Option(0, help="Epochs for every system instead of the paper's (0: the paper's)."),
+    batch_size: int = typer.Option(0, help="Batch size for every system instead of the paper's (0: the paper's)."),
+    lr: float = typer.Option(0.0, help="Learning rate for every system instead of the paper's (0: the paper's)."),
+    runs: Path = typer.Option(Path("runs"), help="Runs root: runs go to RUNS/<dataset>/<model>/seed<N>."),
+    data_root: Path | None = typer.Option(None, help="Data root (default: $UMT_DATA_ROOT or ./data)."),
+    device: str = typer.Option(_T.device, help="auto, cpu, cuda or cuda:N."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan (systems, settings, finished runs) and stop."),
+) -> None:
+    """Reproduce the paper's tables: extract the images if needed, train every system and seed with the
+    paper's settings (finished runs are skipped, killed ones resume), write the report. Stop and rerun
+    the same command at any point."""
+    from umt.pipeline.text.vectors import vectors_source
+    from umt.stages import reproduce
+
+    overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v}
+    reproduce.run(
+        requests.ReproduceRequest(
+            dataset=dataset, data_root=_data_root(data_root), seeds=parse_seeds(seeds), systems=systems,
+            encoder=encoder, word_vectors=vectors_source(word_vectors), features=features, no_images=no_images,
+            weights=weights, runs=runs, device=device, train_overrides=overrides, dry_run=dry_run,
+        )
+    )
+
+
 @_command(app, "demo")
 def demo_cmd(
     out: Path = typer.Option(_D.out, help="Working folder for the sample, the cache and the runs."),
@@ -350,6 +444,60 @@ def demo_cmd(
     from umt.stages import demo
 
     demo.run(requests.DemoRequest(out=out, seed=seed, epochs=epochs, fresh=fresh))
+
+
+_R = requests.ReportRequest()
+
+
+@_command(app, "report")
+def report_cmd(
+    runs: Path = typer.Option(
+        _R.runs, help="Folder searched (recursively) for run directories: folders holding config.json, "
+        "metrics.json or last.pt, e.g. runs/<dataset>/<model>/seed<N>.",
+    ),
+    ablations: bool = typer.Option(
+        False, "--ablations", help="Show Table 3 instead of Table 2: the full umt and its ablations (umt-no-esd, "
+        "umt-no-conversion, umt-no-image-aware-wr, umt-no-visual-gate), P/R/F1 and ΔF1 against umt, each "
+        "ablation tested against umt.",
+    ),
+    paper: bool = typer.Option(
+        False, "--paper", help="Quote the paper's own numbers (Yu et al. 2020, Table 2 or 3) in a row under each "
+        "system, marked 'paper:'.",
+    ),
+    figures: bool = typer.Option(
+        False, "--figures", help="Also draw PNGs into OUT/figures (needs --out and matplotlib): entities fixed / "
+        "broken against bert-crf by type (the paper's Figures 3 and 4), F1 by type with seed error bars, "
+        "learning curves.",
+    ),
+    out: Path | None = typer.Option(
+        None, help="Folder to write the report into: table2.md / table2.csv / table2.tex (table3.* with "
+        "--ablations). Default: print only.", show_default=False,
+    ),
+    format: str | None = typer.Option(
+        None, "--format", help="Comma-separated files to write with --out: md (tables, notes, significance, "
+        "case study, runs not counted), csv (one row per system and dataset, in %), tex (booktabs tabular). "
+        "Default with --out: md,csv,tex.", show_default=False,
+    ),
+    cases: int = typer.Option(
+        _R.cases, help="Case-study posts per dataset (0: none): test posts where the systems disagree, with gold "
+        "and predicted entities (seed 1).",
+    ),
+    resamples: int = typer.Option(
+        _R.resamples, help="Swap patterns R of each paired approximate-randomisation test (p = (hits + 1) / (R + 1)).",
+    ),
+) -> None:
+    """The paper's Table 2 (or Table 3) from finished runs: test P/R/F1 and F1 per entity type, mean ± std
+    over seeds, significance against bert-crf (or umt), a case study, and the runs that are unfinished,
+    damaged or missing. Loads no model."""
+    from umt.stages import report
+
+    formats = tuple(part.strip() for part in format.split(",") if part.strip()) if format is not None else None
+    report.run(
+        requests.ReportRequest(
+            runs=runs, ablations=ablations, paper=paper, figures=figures, out=out, formats=formats, cases=cases,
+            resamples=resamples,
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,7 +27,8 @@ IMPORT_FORMATS = ("twitter", "mner-json")
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_FAILURES", "CacheInfoRequest", "CacheMergeRequest", "DataImportRequest",
-    "DataStatsRequest", "DemoRequest", "EvalRequest", "ExtractRequest", "Shard", "TrainRequest",
+    "DataStatsRequest", "DemoRequest", "EvalRequest", "ExtractRequest", "PredictRequest", "ReportRequest",
+    "ReproduceRequest", "Shard", "TrainRequest",
 ]
 
 
@@ -172,6 +173,50 @@ class EvalRequest:
 
 
 @dataclass(frozen=True)
+class PredictRequest:
+    """Options of ``umt predict`` (the CLI help describes each). ``input``/``output`` None: stdin/stdout."""
+
+    run: Path
+    input: Path | None = None
+    output: Path | None = None
+    images: Path | None = None
+    format: str | None = None  # jsonl or csv; None: from the input's suffix (stdin: jsonl)
+    tokenizer: str | None = None  # None: the style the run's training data used
+    features: Path | None = None
+    weights: str | None = None
+    image_cache: Path | None = None
+    explain: Path | None = None
+    strict: bool = False
+    device: str = "auto"
+    batch_size: int | None = None
+    chunk_size: int = 256
+
+    def __post_init__(self) -> None:
+        from umt.pipeline.data.new_posts import FORMATS
+        from umt.pipeline.text.tweets import STYLES
+
+        check_device_name(self.device)
+        if self.format is not None and self.format not in FORMATS:
+            raise ConfigError(f"--format {self.format!r}: expected one of {', '.join(FORMATS)}")
+        if self.tokenizer is not None and self.tokenizer not in STYLES:
+            raise ConfigError(f"--tokenizer {self.tokenizer!r}: expected one of {', '.join(STYLES)}")
+        if self.input is not None and not Path(self.input).is_file():
+            raise ConfigError(f"--input {self.input}: no such file")
+        if self.images is not None and not Path(self.images).is_dir():
+            raise ConfigError(f"--images {self.images}: no such folder")
+        if self.features is not None and not Path(self.features).is_file():
+            raise ConfigError(f"--features {self.features}: no such file")
+        if (self.batch_size is not None and self.batch_size < 1) or self.chunk_size < 1:
+            raise ConfigError("--batch-size and the chunk size must be at least 1")
+
+    @property
+    def input_format(self) -> str:
+        if self.format is not None:
+            return self.format
+        return "csv" if self.input is not None and Path(self.input).suffix.lower() == ".csv" else "jsonl"
+
+
+@dataclass(frozen=True)
 class DemoRequest:
     out: Path = Path("demo_out")
     seed: int = 0
@@ -188,3 +233,81 @@ class DemoRequest:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+
+
+#: The files ``umt report --out`` can write: Markdown, CSV and a LaTeX (booktabs) tabular.
+REPORT_FORMATS = ("md", "csv", "tex")
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """``umt report``: the paper's Table 2 (or, with ``ablations``, Table 3) from the runs under ``runs``.
+
+    ``formats`` None means every format when ``out`` is given and none otherwise; ``cases`` is
+    the number of case-study posts per dataset (0: none); ``resamples`` the swap patterns of
+    each significance test.
+    """
+
+    runs: Path = Path("runs")
+    ablations: bool = False
+    paper: bool = False
+    figures: bool = False
+    out: Path | None = None
+    formats: tuple[str, ...] | None = None
+    cases: int = 5
+    resamples: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.formats is None:
+            object.__setattr__(self, "formats", REPORT_FORMATS if self.out is not None else ())
+        unknown = [f for f in self.formats if f not in REPORT_FORMATS]
+        if unknown:
+            raise ConfigError(f"--format {','.join(unknown)}: expected some of {','.join(REPORT_FORMATS)}")
+        if self.out is None and (self.formats or self.figures):
+            what = "--figures" if self.figures else "--format"
+            raise ConfigError(f"{what} writes files: give the folder with --out DIR")
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ConfigError(f"--out {self.out} is a file; give a folder")
+        if self.cases < 0:
+            raise ConfigError(f"--cases must be 0 or more, got {self.cases}")
+        if self.resamples < 1:
+            raise ConfigError(f"--resamples must be at least 1, got {self.resamples}")
+
+
+#: What ``umt reproduce --systems`` accepts besides comma-separated model names.
+SYSTEM_SETS = ("table2", "table3", "all")
+
+
+@dataclass(frozen=True)
+class ReproduceRequest:
+    """``umt reproduce``: extract, train every system and seed with the paper's settings, report.
+
+    ``train_overrides`` are TrainConfig fields the user gave (``--epochs`` ...): they replace
+    the paper's settings for every system. ``weights`` is the backbone for an extraction the
+    command has to run.
+    """
+
+    dataset: str
+    data_root: Path
+    seeds: tuple[int, ...] = (1, 2, 3)
+    systems: str = "table2"
+    encoder: str = "bert-base-cased"
+    word_vectors: str = ""
+    features: Path | None = None
+    no_images: bool = False
+    weights: str = "imagenet"
+    runs: Path = Path("runs")
+    device: str = "auto"
+    train_overrides: dict = field(default_factory=dict)
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("--seeds: give distinct seeds, e.g. 1,2,3")
+        if self.features is not None and not Path(self.features).is_file():
+            raise ConfigError(f"--features {self.features}: no such file")
+        unknown = set(self.train_overrides) - set(TrainConfig().to_dict())
+        if unknown:
+            raise ConfigError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        TrainConfig(**self.train_overrides)  # checks the values

@@ -1,0 +1,178 @@
+"""``umt reproduce``: the paper's tables from nothing but the data, stoppable at any point.
+
+Plan: extract the image features if the cache is missing (and a requested system reads
+images), train every requested system and seed into ``<runs>/<dataset>/<model>/seed<N>`` (the
+layout ``umt train`` uses), then write the report. Each step is the ordinary stage with its
+resume rules, so a finished run is skipped, a killed one resumes from its last completed
+epoch, and a killed extraction resumes at its next chunk: rerunning the same command after a
+stop at any point finishes the work and changes nothing already done.
+
+Settings (:func:`paper_settings`): the systems over BERT train as the authors' released
+script trained UMT (jefferyYu/UMT ``run_mtmner_crf.py``): batch 32, lr 5e-5 with 10% linear
+warm-up, sequences of 128 pieces, 24 epochs on Twitter-2015 and 22 on Twitter-2017 (the paper
+itself states batch 16 and no epoch count); the BiLSTM systems keep their own papers' recipes
+(``umt models --defaults``). Options given by the user override both, for every system.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from rich.console import Console
+from rich.table import Table
+
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.features import features_path
+from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.models.registry import get_recipe, model_names
+from umt.pipeline.run_dir import RunDir
+from umt.pipeline.train_config import TrainConfig
+from umt.stages.requests import ExtractRequest, ReportRequest, ReproduceRequest, TrainRequest
+
+#: Table 3: the full model and its four ablations.
+TABLE3 = ("umt", "umt-no-esd", "umt-no-conversion", "umt-no-image-aware-wr", "umt-no-visual-gate")
+#: The authors' released training script: epochs per dataset (other datasets: the recipe's own).
+AUTHORS_EPOCHS = {"twitter2015": 24, "twitter2017": 22}
+AUTHORS_SETTINGS = {"batch_size": 32, "lr": 5e-5, "warmup": 0.1, "max_length": 128}
+
+
+def systems(selection: str) -> tuple[str, ...]:
+    """``table2`` (the eleven systems), ``table3`` (UMT and its ablations), ``all``, or names."""
+    table2 = tuple(name for name in model_names() if name not in TABLE3[1:])
+    chosen = {"table2": table2, "table3": TABLE3, "all": tuple(model_names())}.get(selection)
+    if chosen is not None:
+        return chosen
+    names = tuple(part.strip() for part in selection.split(",") if part.strip())
+    for name in names:
+        get_recipe(name)  # an unknown name is a ConfigError listing the known ones
+    if not names:
+        raise ConfigError("--systems: expected table2, table3, all or comma-separated model names")
+    return names
+
+
+def paper_settings(model: str, dataset: str) -> dict[str, object]:
+    """The TrainConfig settings :mod:`umt.stages.reproduce` trains ``model`` with on ``dataset``."""
+    if get_recipe(model).text_side().kind == "words":
+        return {}
+    settings = dict(AUTHORS_SETTINGS)
+    if dataset in AUTHORS_EPOCHS:
+        settings["epochs"] = AUTHORS_EPOCHS[dataset]
+    return settings
+
+
+#: Settings a finished run must share with the plan to count as one of its runs.
+COMPARED = ("epochs", "batch_size", "lr", "max_length", "optimizer")
+
+
+@dataclass(frozen=True)
+class Planned:
+    model: str
+    request: TrainRequest
+
+    def states(self) -> list[str]:
+        return [self._state(RunDir(self.request.run_dir(seed))) for seed in self.request.seeds]
+
+    def _state(self, run: RunDir) -> str:
+        """finished, resume, to train, or why a finished run is not the planned one."""
+        if run.resumable:
+            return "resume"  # ``umt train --resume`` refuses settings other than the run's own
+        if not run.finished:
+            return "to train"
+        stored = run.config()
+        model_cfg, train_cfg = get_recipe(self.model).defaulted(
+            self.request.model_cfg, self.request.train_cfg, self.request.explicit
+        )
+        differ = [f"{k} {getattr(stored.train_cfg, k)} (planned {getattr(train_cfg, k)})" for k in COMPARED
+                  if getattr(stored.train_cfg, k) != getattr(train_cfg, k)]
+        if stored.text.get("kind") != "words" and stored.model_cfg.encoder != model_cfg.encoder:
+            differ.append(f"encoder {stored.model_cfg.encoder} (planned {model_cfg.encoder})")
+        if stored.no_images != (self.request.no_images and get_recipe(self.model).multimodal):
+            differ.append(f"no_images {stored.no_images}")
+        return f"finished with other settings: {', '.join(differ)}" if differ else "finished"
+
+
+def plan(req: ReproduceRequest) -> list[Planned]:
+    """One train request per system (all seeds), with the paper's settings and the user's overrides."""
+    out = []
+    for model in systems(req.systems):
+        train_settings = {**paper_settings(model, req.dataset), **req.train_overrides}
+        train_cfg = replace(TrainConfig(device=req.device), **train_settings)
+        model_cfg = ModelConfig(encoder=req.encoder, word_vectors=req.word_vectors)
+        explicit = frozenset({"encoder", "word_vectors", *train_settings})
+        out.append(Planned(model, TrainRequest(
+            dataset=req.dataset, model=model, data_root=req.data_root, model_cfg=model_cfg, train_cfg=train_cfg,
+            seeds=req.seeds, out=req.runs / req.dataset / model, features=req.features,
+            no_images=req.no_images, resume=True, explicit=explicit,
+        )))
+    return out
+
+
+def _check(planned: list[Planned], req: ReproduceRequest) -> None:
+    """Every text input a system needs, and no finished run made otherwise, before any work."""
+    for item in planned:
+        for seed, state in zip(item.request.seeds, item.states(), strict=True):
+            if state.startswith("finished with"):
+                raise ConfigError(
+                    f"{item.request.run_dir(seed)} is {state}; give the same settings, another --runs folder, "
+                    "or remove the run"
+                )
+        recipe = get_recipe(item.model)
+        try:
+            recipe.check_inputs(recipe.defaulted(item.request.model_cfg, item.request.train_cfg,
+                                                 item.request.explicit)[0])
+        except ConfigError as e:
+            raise ConfigError(f"{item.model}: {e} (or leave it out with --systems)") from None
+
+
+def _plan_table(planned: list[Planned], req: ReproduceRequest) -> Table:
+    table = Table(title=f"umt reproduce: {req.dataset}, seeds {','.join(map(str, req.seeds))}", title_justify="left")
+    for column in ("system", "epochs", "batch", "lr", "runs"):
+        table.add_column(column, justify="left" if column in ("system", "runs") else "right")
+    for item in planned:
+        recipe = get_recipe(item.model)
+        train_cfg = recipe.defaulted(item.request.model_cfg, item.request.train_cfg, item.request.explicit)[1]
+        states = item.states()
+        summary = ", ".join(f"{states.count(s)} {s}" for s in ("finished", "resume", "to train") if s in states)
+        table.add_row(item.model, str(train_cfg.epochs), str(train_cfg.batch_size), f"{train_cfg.lr:g}", summary)
+    return table
+
+
+def run(req: ReproduceRequest, console: Console | None = None) -> dict:
+    """Extract (if needed), train every planned run (skipping finished ones), write the report."""
+    console = console or Console()
+    planned = plan(req)
+    console.print(_plan_table(planned, req))
+    if req.dry_run:
+        return {"planned": {item.model: item.states() for item in planned}}
+    _check(planned, req)
+
+    needs_images = not req.no_images and any(get_recipe(item.model).multimodal for item in planned)
+    if needs_images and req.features is None:
+        try:
+            features_path(None, req.data_root, req.dataset)
+        except ConfigError:
+            from umt.stages import extract_images
+
+            console.print(f"[bold]no feature cache for {req.dataset}: extracting the images first[/]")
+            extract_images.run(ExtractRequest(
+                dataset=req.dataset, data_root=req.data_root, weights=req.weights, device=req.device
+            ), console=console)
+
+    from umt.stages import report, train
+
+    for item in planned:
+        console.rule(f"[bold]{item.model}")
+        train.run(item.request, console=console)
+    console.rule("[bold]report")
+    report_dir = req.runs / req.dataset / "report"
+    models = {item.model for item in planned}
+    ablations_planned = models & set(TABLE3[1:])
+    tables = [False] * bool(models - ablations_planned) + [True] * bool(ablations_planned)  # Table 2, Table 3
+    reports = {}
+    for ablations in tables:
+        reports["table3" if ablations else "table2"] = report.run(
+            ReportRequest(runs=req.runs / req.dataset, ablations=ablations, paper=True, out=report_dir),
+            console=console,
+        )
+    console.print(f"report written to {report_dir}")
+    return {"planned": {item.model: item.states() for item in planned}, "reports": reports}
