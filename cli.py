@@ -69,6 +69,7 @@ err = Console(stderr=True)
 _X = requests.ExtractRequest()
 _T = TrainConfig()
 _D = requests.DemoRequest()
+_R = requests.ReportRequest()
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -392,6 +393,57 @@ def predict_cmd(
     )
 
 
+@_command(app, "report")
+def report_cmd(
+    runs: Path = typer.Option(
+        _R.runs, help="Folder searched (recursively) for run directories: folders holding config.json, "
+        "metrics.json or last.pt, e.g. runs/<dataset>/<model>/seed<N>.",
+    ),
+    ablations: bool = typer.Option(
+        False, "--ablations", help="Show Table 3 instead of Table 2: the full umt and its ablations (umt-no-esd, "
+        "umt-no-conversion, umt-no-image-aware-wr, umt-no-visual-gate), P/R/F1 and ΔF1 against umt, each "
+        "ablation tested against umt.",
+    ),
+    paper: bool = typer.Option(
+        False, "--paper", help="Quote the paper's own numbers (Yu et al. 2020, Table 2 or 3) in a row under each "
+        "system, marked 'paper:'.",
+    ),
+    figures: bool = typer.Option(
+        False, "--figures", help="Also draw PNGs into OUT/figures (needs --out and matplotlib): entities fixed / "
+        "broken against bert-crf by type (the paper's Figures 3 and 4), F1 by type with seed error bars, "
+        "learning curves.",
+    ),
+    out: Path | None = typer.Option(
+        None, help="Folder to write the report into: table2.md / table2.csv / table2.tex (table3.* with "
+        "--ablations). Default: print only.", show_default=False,
+    ),
+    format: str | None = typer.Option(
+        None, "--format", help="Comma-separated files to write with --out: md (tables, notes, significance, "
+        "case study, runs not counted), csv (one row per system and dataset, in %), tex (booktabs tabular). "
+        "Default with --out: md,csv,tex.", show_default=False,
+    ),
+    cases: int = typer.Option(
+        _R.cases, help="Case-study posts per dataset (0: none): test posts where the systems disagree, with gold "
+        "and predicted entities (seed 1).",
+    ),
+    resamples: int = typer.Option(
+        _R.resamples, help="Swap patterns R of each paired approximate-randomisation test (p = (hits + 1) / (R + 1)).",
+    ),
+) -> None:
+    """The paper's Table 2 (or Table 3) from finished runs: test P/R/F1 and F1 per entity type, mean ± std
+    over seeds, significance against bert-crf (or umt), a case study, and the runs that are unfinished,
+    damaged or missing. Loads no model."""
+    from umt.stages import report
+
+    formats = tuple(part.strip() for part in format.split(",") if part.strip()) if format is not None else None
+    report.run(
+        requests.ReportRequest(
+            runs=runs, ablations=ablations, paper=paper, figures=figures, out=out, formats=formats, cases=cases,
+            resamples=resamples,
+        )
+    )
+
+
 @_command(app, "reproduce")
 def reproduce_cmd(
     dataset: str = typer.Option("twitter2017", help="Dataset folder under the data root."),
@@ -446,58 +498,6 @@ def demo_cmd(
     demo.run(requests.DemoRequest(out=out, seed=seed, epochs=epochs, fresh=fresh))
 
 
-_R = requests.ReportRequest()
-
-
-@_command(app, "report")
-def report_cmd(
-    runs: Path = typer.Option(
-        _R.runs, help="Folder searched (recursively) for run directories: folders holding config.json, "
-        "metrics.json or last.pt, e.g. runs/<dataset>/<model>/seed<N>.",
-    ),
-    ablations: bool = typer.Option(
-        False, "--ablations", help="Show Table 3 instead of Table 2: the full umt and its ablations (umt-no-esd, "
-        "umt-no-conversion, umt-no-image-aware-wr, umt-no-visual-gate), P/R/F1 and ΔF1 against umt, each "
-        "ablation tested against umt.",
-    ),
-    paper: bool = typer.Option(
-        False, "--paper", help="Quote the paper's own numbers (Yu et al. 2020, Table 2 or 3) in a row under each "
-        "system, marked 'paper:'.",
-    ),
-    figures: bool = typer.Option(
-        False, "--figures", help="Also draw PNGs into OUT/figures (needs --out and matplotlib): entities fixed / "
-        "broken against bert-crf by type (the paper's Figures 3 and 4), F1 by type with seed error bars, "
-        "learning curves.",
-    ),
-    out: Path | None = typer.Option(
-        None, help="Folder to write the report into: table2.md / table2.csv / table2.tex (table3.* with "
-        "--ablations). Default: print only.", show_default=False,
-    ),
-    format: str | None = typer.Option(
-        None, "--format", help="Comma-separated files to write with --out: md (tables, notes, significance, "
-        "case study, runs not counted), csv (one row per system and dataset, in %), tex (booktabs tabular). "
-        "Default with --out: md,csv,tex.", show_default=False,
-    ),
-    cases: int = typer.Option(
-        _R.cases, help="Case-study posts per dataset (0: none): test posts where the systems disagree, with gold "
-        "and predicted entities (seed 1).",
-    ),
-    resamples: int = typer.Option(
-        _R.resamples, help="Swap patterns R of each paired approximate-randomisation test (p = (hits + 1) / (R + 1)).",
-    ),
-) -> None:
-    """The paper's Table 2 (or Table 3) from finished runs: test P/R/F1 and F1 per entity type, mean ± std
-    over seeds, significance against bert-crf (or umt), a case study, and the runs that are unfinished,
-    damaged or missing. Loads no model."""
-    from umt.stages import report
-
-    formats = tuple(part.strip() for part in format.split(",") if part.strip()) if format is not None else None
-    report.run(
-        requests.ReportRequest(
-            runs=runs, ablations=ablations, paper=paper, figures=figures, out=out, formats=formats, cases=cases,
-            resamples=resamples,
-        )
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

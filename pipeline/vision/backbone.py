@@ -76,7 +76,8 @@ class GridExtractor(nn.Module):
         return grid.permute(0, 2, 3, 1)  # (B, 7, 7, 2048), contiguous in memory
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(HASH_BLOCK):
@@ -95,7 +96,7 @@ def weights_identity(spec: str) -> dict[str, Any]:
         raise ConfigError(
             f"--weights {spec}: no such file; use 'imagenet', 'random' or the path of a ResNet-152 state_dict"
         )
-    return {"source": "file", "sha256": _sha256(path)}
+    return {"source": "file", "sha256": file_sha256(path)}
 
 
 def _imagenet_state() -> Mapping[str, Any]:

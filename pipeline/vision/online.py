@@ -30,28 +30,26 @@ from umt.cache.durable import atomic_write_bytes
 from umt.cache.format import Status
 from umt.cache.grid import BLOCKS, CHANNELS, GRID
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.vision.backbone import BACKBONE, WEIGHTS_IMAGENET, WEIGHTS_RANDOM, build_extractor, weights_identity
+from umt.pipeline.vision.backbone import (
+    BACKBONE,
+    WEIGHTS_IMAGENET,
+    WEIGHTS_RANDOM,
+    build_extractor,
+    file_sha256,
+    weights_identity,
+)
 from umt.pipeline.vision.decode import PREPROCESSING, decode
 
 DEFAULT_CACHE_DIR = Path("~/.cache/umt/predict-features")
 CACHE_ENV = "UMT_CACHE_DIR"
 #: What a run trained before the dtype was recorded read: the extraction default.
 DEFAULT_DTYPE = "float16"
-HASH_BLOCK = 1 << 20
 
 
 def default_cache_dir() -> Path:
     """``$UMT_CACHE_DIR/predict-features`` if set, else ``~/.cache/umt/predict-features``."""
     root = os.environ.get(CACHE_ENV)
     return Path(root) / "predict-features" if root else DEFAULT_CACHE_DIR.expanduser()
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _weights_spec(recorded: dict[str, Any], weights: str | None) -> str:
@@ -133,7 +131,7 @@ class ImageFeaturizer:
         todo: dict[str, Path] = {}
         for path in paths:
             try:
-                key = file_digest(path)
+                key = file_sha256(path)
             except OSError as e:
                 out.append(Featurized(None, f"cannot read {path}: {e.strerror}"))
                 continue
