@@ -98,9 +98,10 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
         trained, style=req.tokenizer, images_dir=req.images, features=req.features, weights=req.weights,
         image_cache=req.image_cache, batch_size=req.batch_size,
     )
+    ignored = None
     if tagger.ignores_images:
         why = "was trained with --no-images" if trained.multimodal else "is a text-only model"
-        console.print(f"[yellow]note:[/] {trained.config.model} ({req.run}) {why}: images are ignored")
+        ignored = f"[yellow]note:[/] {trained.config.model} ({req.run}) {why}: the posts' images are ignored"
 
     origin = str(req.input) if req.input is not None else "<stdin>"
     base = Path(req.input).parent if req.input is not None else Path.cwd()
@@ -118,9 +119,11 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
         with progress:
             task = progress.add_task("tag", total=None, rate="")
             for chunk in _chunks(read_new_posts(source, req.input_format, tagger.style), req.chunk_size):
-                results, unusable = tagger.tag_posts(
-                    [x for x in chunk if isinstance(x, NewPost)], base=base, explain=req.explain is not None
-                )
+                new_posts = [x for x in chunk if isinstance(x, NewPost)]
+                if ignored is not None and any(post.image is not None for post in new_posts):
+                    console.print(ignored)  # once
+                    ignored = None
+                results, unusable = tagger.tag_posts(new_posts, base=base, explain=req.explain is not None)
                 problems = [x for x in chunk if isinstance(x, BadLine)] + unusable
                 for problem in sorted(problems, key=lambda b: b.line):
                     if req.strict:

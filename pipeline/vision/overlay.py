@@ -4,7 +4,7 @@ The model saw the image squashed to 224 x 224 (no crop, aspect not kept), so gri
 covers the same fraction of the original picture whatever its shape: the 7 x 7 map is
 stretched over the original image, smoothed bilinearly, and blended in with a colour scale from
 the least attended cell (dark) to the most (yellow). The scale is relative, so the caption says
-how peaked the attention is: its largest cell against the 1/49 of a uniform spread.
+how peaked the attention is: its largest cell, and that as a multiple of the 1/49 of a uniform spread.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def attention_overlay(image_path: Path, attention: np.ndarray, caption: str) -> 
     canvas = Image.new("RGB", (max(picture.width, MIN_WIDTH), picture.height + CAPTION_HEIGHT), (255, 255, 255))
     canvas.paste(picture, (0, CAPTION_HEIGHT))
     font = ImageFont.load_default(size=15)
-    peak = f"largest cell {cells.max():.3f} (uniform: {1 / cells.size:.3f})"
+    peak = f"largest cell {cells.max():.4f} = {cells.max() * cells.size:.2f} x uniform (1/{cells.size})"
     text = ImageDraw.Draw(canvas)
     text.text((6, 4), caption, fill=(0, 0, 0), font=font)
     text.text((6, 24), peak, fill=(90, 90, 90), font=font)
