@@ -101,30 +101,34 @@ def tag_batches(
         if any(tag is None for tag in row):
             raise RuntimeError(f"post {post}: some words received no prediction")
         tags = spans_to_bio(bio_to_spans(row), len(row))  # type: ignore[arg-type]
-        tagged = Tagged(list(tokens[post]), tags)
-        for entity_type, i, j, entity in entity_dicts(tags, texts[post], offsets[post]):
-            window = _owner(windows[post], i)
-            entity["score"] = _score(model.head, window, i, j, entity_type, vocab)
-            if window.attention is not None:
-                local = slice(i - window.ref.offset, min(j - window.ref.offset, window.attention.shape[0]))
-                entity["attention"] = window.attention[local].mean(dim=0).numpy().astype(np.float32)  # (grid,)
-            tagged.entities.append(entity)
-        results.append(tagged)
+        found = entity_dicts(tags, texts[post], offsets[post])
+        by_window: dict[int, list[int]] = {}  # window -> its entities: one forward-backward per window
+        for k, (_, i, _, _) in enumerate(found):
+            by_window.setdefault(_owner(windows[post], i), []).append(k)
+        for w, ks in by_window.items():
+            window = windows[post][w]
+            local = [_local(window, *found[k][:3], vocab) for k in ks]
+            scores = model.head.entity_probabilities(window.emissions, local)
+            for k, entity, score in zip(ks, local, scores, strict=True):
+                found[k][3]["score"] = score
+                if window.attention is not None:  # (grid,) the mean over the entity's words
+                    words = window.attention[entity.start : entity.end]
+                    found[k][3]["attention"] = words.mean(dim=0).numpy().astype(np.float32)
+        results.append(Tagged(list(tokens[post]), tags, [entity for *_, entity in found]))
     return results
 
 
-def _owner(windows: list[_Window], word: int) -> _Window:
-    """The window whose kept range holds ``word`` of the post."""
-    for window in windows:
+def _owner(windows: list[_Window], word: int) -> int:
+    """The index of the window whose kept range holds ``word`` of the post."""
+    for index, window in enumerate(windows):
         ref = window.ref
         if ref.offset + ref.keep_from <= word < ref.offset + ref.keep_to:
-            return window
+            return index
     raise RuntimeError(f"no window owns word {word}")
 
 
-def _score(head, window: _Window, i: int, j: int, entity_type: str, vocab: LabelVocab) -> float:
-    """The entity's probability in ``window`` (clipped to the window when it runs past its end)."""
+def _local(window: _Window, entity_type: str, i: int, j: int, vocab: LabelVocab) -> Entity:
+    """Post words ``i:j`` of ``entity_type`` as an :class:`Entity` of ``window`` (clipped to its end)."""
     n = window.emissions.shape[0]
-    start, end = i - window.ref.offset, min(j - window.ref.offset, n)
     begin, inside = (vocab.index(f"{prefix}{PREFIX_SEPARATOR}{entity_type}") for prefix in (BEGIN, INSIDE))
-    return head.entity_probabilities(window.emissions, [Entity(start, end, begin, inside)])[0]
+    return Entity(i - window.ref.offset, min(j - window.ref.offset, n), begin, inside)

@@ -338,3 +338,19 @@ def test_a_model_that_reads_no_images_ignores_them_and_cannot_explain(tiny_root,
         predict.run(PredictRequest(run, input=posts, explain=tmp_path / "pictures"))
     summary = predict.run(PredictRequest(run, input=posts, output=tmp_path / "out.jsonl"))
     assert summary["posts"] == 1 and summary["bad_lines"] == 0  # the image is not even looked for
+
+
+def test_a_post_longer_than_one_window_gets_every_tag_and_every_entity_a_probability(
+    tiny_root, tiny_encoder_dir, tmp_path
+):
+    run = tmp_path / "run"
+    train.run(TrainRequest(dataset="tiny", model="bert-crf", data_root=tiny_root, out=run,
+                           model_cfg=ModelConfig(encoder=str(tiny_encoder_dir)),
+                           train_cfg=TrainConfig(epochs=2, lr=2e-3, batch_size=8, max_length=12, stride=4)))
+    trained = umt.load(run, device="cpu")
+    words = "great day Anna visits Paris ! so happy Chloe visits Oslo ! we love Elena visits Perth !".split() * 2
+    assert len(trained.dataset([umt.pipeline.data.types.Post(words, None, None)]).items) > 2  # several windows
+    (tagged,) = trained.tag([words])
+    expected = trained.predict([words])[0]
+    assert bio_to_spans(tagged["tags"]) == bio_to_spans(expected)
+    assert tagged["entities"] and all(0.0 < e["score"] <= 1.0 for e in tagged["entities"])
