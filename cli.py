@@ -346,7 +346,8 @@ def predict_cmd(
     input: Path | None = typer.Option(
         None, "--input", "-i", show_default=False,
         help='Posts to tag (default: stdin): JSON lines {"text": ..., "image": ...} or {"tokens": [...]}, '
-        "or a CSV file with a 'text' column (and optionally 'image', 'id').",
+        "a CSV file with a 'text' column (and optionally 'image', 'id'), or a folder of images each with "
+        "its text in a .txt file of the same name.",
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", show_default=False,
@@ -356,7 +357,9 @@ def predict_cmd(
     images: Path | None = typer.Option(
         None, help="Folder the posts' image ids or relative paths are found in (also tried: the input's folder)."
     ),
-    format: str | None = typer.Option(None, help="jsonl or csv (default: from the input's suffix; stdin: jsonl)."),
+    format: str | None = typer.Option(
+        None, help="jsonl, csv or folder (default: from the input: a folder, a .csv file, else jsonl)."
+    ),
     tokenizer: str | None = typer.Option(
         None, help="How raw text is split: tweet (@mentions and #hashtags whole) or tweet-split ('#' 'tag'); "
         "default: the style of the run's training data.",

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from umt.cache.durable import atomic_write_bytes
-from umt.pipeline.data.new_posts import BadLine, NewPost, read_new_posts
+from umt.pipeline.data.new_posts import BadLine, NewPost, read_folder, read_new_posts
 from umt.pipeline.errors import ConfigError, DataFormatError
 from umt.pipeline.models.registry import get_recipe
 from umt.pipeline.run_dir import RunDir
@@ -105,7 +105,13 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
 
     origin = str(req.input) if req.input is not None else "<stdin>"
     base = Path(req.input).parent if req.input is not None else Path.cwd()
-    source = open(req.input, encoding="utf-8", newline="") if req.input is not None else sys.stdin  # noqa: SIM115
+    folder = req.input_format == "folder"
+    if folder:
+        source = None
+        posts_in = read_folder(Path(req.input), tagger.style)
+    else:
+        source = open(req.input, encoding="utf-8", newline="") if req.input is not None else sys.stdin  # noqa: SIM115
+        posts_in = read_new_posts(source, req.input_format, tagger.style)
     partial = Path(f"{req.output}.partial") if req.output is not None else None
     sink = open(partial, "w", encoding="utf-8") if partial is not None else sys.stdout  # noqa: SIM115
     explained: list[Path] = []
@@ -118,7 +124,7 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
     try:
         with progress:
             task = progress.add_task("tag", total=None, rate="")
-            for chunk in _chunks(read_new_posts(source, req.input_format, tagger.style), req.chunk_size):
+            for chunk in _chunks(posts_in, req.chunk_size):
                 new_posts = [x for x in chunk if isinstance(x, NewPost)]
                 if ignored is not None and any(post.image is not None for post in new_posts):
                     console.print(ignored)  # once
@@ -146,7 +152,7 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
             console.print(f"[yellow]the posts tagged so far are in {partial}[/]")
         raise
     finally:
-        if source is not sys.stdin:
+        if source is not None and source is not sys.stdin:
             source.close()
         if sink is not sys.stdout:
             sink.close()

@@ -200,8 +200,10 @@ class PredictRequest:
             raise ConfigError(f"--format {self.format!r}: expected one of {', '.join(FORMATS)}")
         if self.tokenizer is not None and self.tokenizer not in STYLES:
             raise ConfigError(f"--tokenizer {self.tokenizer!r}: expected one of {', '.join(STYLES)}")
-        if self.input is not None and not Path(self.input).is_file():
-            raise ConfigError(f"--input {self.input}: no such file")
+        if self.input is not None and not Path(self.input).exists():
+            raise ConfigError(f"--input {self.input}: no such file or folder")
+        if self.input is not None and Path(self.input).is_dir() and self.format not in (None, "folder"):
+            raise ConfigError(f"--input {self.input} is a folder: --format {self.format} reads a file")
         if self.images is not None and not Path(self.images).is_dir():
             raise ConfigError(f"--images {self.images}: no such folder")
         if self.features is not None and not Path(self.features).is_file():
@@ -213,6 +215,8 @@ class PredictRequest:
     def input_format(self) -> str:
         if self.format is not None:
             return self.format
+        if self.input is not None and Path(self.input).is_dir():
+            return "folder"
         return "csv" if self.input is not None and Path(self.input).suffix.lower() == ".csv" else "jsonl"
 
 

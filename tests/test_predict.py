@@ -354,3 +354,20 @@ def test_a_post_longer_than_one_window_gets_every_tag_and_every_entity_a_probabi
     expected = trained.predict([words])[0]
     assert bio_to_spans(tagged["tags"]) == bio_to_spans(expected)
     assert tagged["entities"] and all(0.0 < e["score"] <= 1.0 for e in tagged["entities"])
+
+
+def test_a_folder_of_images_with_captions_is_an_input(imaged_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, caption in (("test0", "Great to see Anna in Paris"), ("test1", "Chloe visits Oslo !"), ("test2", None)):
+        shutil.copy(imaged_run["images"] / f"{name}.png", folder / f"{name}.png")
+        if caption is not None:
+            (folder / f"{name}.txt").write_text(caption + "\n", encoding="utf-8")
+    summary = predict.run(PredictRequest(imaged_run["run"], input=folder, image_cache=tmp_path / "g",
+                                         output=tmp_path / "out.jsonl"))
+    assert summary["posts"] == 2 and summary["bad_lines"] == 1  # test2.png has no caption
+    records = _read(tmp_path / "out.jsonl")
+    assert [(r["id"], r["text"]) for r in records] == [("test0.png", "Great to see Anna in Paris"),
+                                                        ("test1.png", "Chloe visits Oslo !")]

@@ -14,6 +14,10 @@ JSON lines, one post per line (blank lines skipped)::
 
 CSV: a header row with a ``text`` column and optionally ``image`` and ``id``.
 
+A folder of images with captions: each image file (``.jpg``, ``.png``, ...) with its text in a
+``.txt`` file of the same name beside it (``photo.jpg`` + ``photo.txt``); posts in file-name
+order, "line" ``n`` being the ``n``-th image, and the id the image's file name.
+
 A line that cannot be used (invalid JSON, no text or tokens, a field of the wrong type) is a
 :class:`BadLine` with its line number; reading goes on with the next line.
 """
@@ -25,10 +29,12 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from umt.pipeline.data.images import IMAGE_EXTENSIONS
 from umt.pipeline.text.tweets import locate, tokenize
 
-FORMATS = ("jsonl", "csv")
+FORMATS = ("jsonl", "csv", "folder")
 
 
 @dataclass
@@ -114,6 +120,22 @@ def read_new_posts(lines: Iterable[str], fmt: str, style: str) -> Iterator[NewPo
             yield parse_record(record, number, style)
         except ValueError as e:
             yield BadLine(number, str(e))
+
+
+def read_folder(folder: Path, style: str) -> Iterator[NewPost | BadLine]:
+    """Posts of a folder of images with ``<name>.txt`` captions beside them."""
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    for number, image in enumerate(images, start=1):
+        caption = image.with_suffix(".txt")
+        try:
+            text = caption.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            yield BadLine(number, f"{image.name}: no caption file {caption.name} beside it")
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            yield BadLine(number, f"{caption.name}: cannot be read as UTF-8 text ({e})")
+            continue
+        yield from_text(text, style, line=number, image=str(image), id=image.name)
 
 
 def _read_csv(lines: Iterable[str], style: str) -> Iterator[NewPost | BadLine]:
