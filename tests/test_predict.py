@@ -41,7 +41,7 @@ TEXTS = [
     "RT @JayKenMinaj_: Me outside of where George Zimmerman got shot at. http://t.co/Z3neVBQ7vF.",
     "It's 7:30pm, #NBAFinals tonight!! 3.5 pts 👩‍👩‍👧 ⚾️👍🏽 see www.nba.com/finals?x=1) ok",
     "Paris Paris  Paris\tParis\u00a0Paris \u200b Paris",
-    "can't won't y'all — “quoted” (parens) [x] ...",
+    "can't won't y'all — “quoted” (parens) [x] ... :-) ;D <3 Note:Data",
 ]
 
 
@@ -63,6 +63,7 @@ def test_urls_mentions_hashtags_emoji_and_contractions_follow_the_datasets():
     assert "www.nba.com/finals?x=1" in words and words[-2:] == [")", "ok"]  # trailing ")" is not the URL's
     first = [t.text for t in tokenize(TEXTS[0])]
     assert first[1] == "@JayKenMinaj_" and first[-2:] == ["http://t.co/Z3neVBQ7vF", "."]
+    assert [t.text for t in tokenize(TEXTS[3])][-7:] == [".", ":-)", ";D", "<3", "Note", ":", "Data"]
     split = [t.text for t in tokenize(TEXTS[1], "tweet-split")]
     assert split[split.index("#") + 1] == "NBAFinals"
     paris = tokenize(TEXTS[2])

@@ -8,7 +8,7 @@ tokenizer follows the Twitter datasets' own conventions (checked on Twitter-2015
   into the sign and the name (``style="tweet-split"``, Twitter-2017: ``#`` ``NBAFinals``);
 - contractions split at the apostrophe, as both datasets do: ``It's`` -> ``It`` ``'`` ``s``;
 - an emoji is one token, with its skin-tone modifiers, variation selector and zero-width-joiner
-  sequence (``👩‍👩‍👧`` is one token);
+  sequence (``👩‍👩‍👧`` is one token), and so is an ASCII emoticon (``:-)``, ``;D``, ``<3``);
 - words are runs of letters, digits and ``_`` (so ``7:30pm`` -> ``7`` ``:`` ``30pm``), numbers keep
   their decimal point (``3.5``), and every other non-space character is a token of its own.
 
@@ -36,6 +36,8 @@ _EMOJI_BASE = (
 _EMOJI_TAIL = "\ufe0f\u20e3\U0001f3fb-\U0001f3ff"  # variation selector, keycap, skin tones
 _EMOJI = f"[{_EMOJI_BASE}][{_EMOJI_TAIL}]*(?:\u200d[{_EMOJI_BASE}][{_EMOJI_TAIL}]*)*"
 _URL = r"(?:https?://|www\.)\S+?(?=[.,!?;:)\]\"']*(?:\s|$))"
+#: ASCII emoticons (:-) ;) :D :/ <3), not followed by a letter or digit (so "Note:Data" stays words).
+_EMOTICON = r"(?:[:;=][-o^']?[)(\]\[dDpP/\\|*]+|<3)(?!\w)"
 _NUMBER = r"\d+(?:[.,]\d+)+(?![\w])"
 _WORD = r"[^\W_]\w*|_+\w*"
 #: Any other visible character; invisible format characters (zero-width space and joiners outside
@@ -48,7 +50,7 @@ _SIGNED = {
 
 
 def _pattern(style: str) -> re.Pattern[str]:
-    parts = [_URL, _EMOJI]
+    parts = [_URL, _EMOJI, _EMOTICON]
     if _SIGNED[style] is not None:
         parts.append(_SIGNED[style])
     parts += [_NUMBER, _WORD, _OTHER]
