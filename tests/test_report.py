@@ -270,6 +270,24 @@ def test_paper_numbers_agree_with_the_registry_rows():
         assert quoted == pytest.approx(printed), model
 
 
+def test_ablations_trained_without_images_are_measured_against_umt_trained_so(tmp_path):
+    words, gold = make_posts(30)
+    f1 = {}
+    for model, wrong in (("umt", set()), ("umt-no-esd", set(range(0, 30, 3)))):
+        pred = predicted(gold, wrong)
+        write_run(seed_dir(tmp_path, model, 1), model, words, gold, pred, no_images=True)
+        f1[model] = score(gold, pred)[PRIMARY]["f1"]
+    report = build_report(tmp_path, ablations=True, resamples=2000)
+    rows = {row.label: row.cells["twitter2017"] for _, rows in report.table.sections for row in rows}
+    assert rows["umt-no-esd (no images)"][3] == f"{100 * (f1['umt-no-esd'] - f1['umt']):+.2f}"
+    assert [(c.a.label, c.b.label, c.verdict) for c in report.comparisons] == [
+        ("umt-no-esd (no images)", "umt (no images)", "worse")
+    ]
+    assert rows["umt-no-esd (no images)"][2].endswith(WORSE)
+    (study,) = report.cases
+    assert study.cases  # the case study falls back to umt (no images) as its reference
+
+
 def test_table3_shows_each_ablation_against_the_full_model(tmp_path):
     words, gold = make_posts(30)
     f1 = {}

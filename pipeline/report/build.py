@@ -102,14 +102,12 @@ def build_report(
         if (dataset, a) in by_key and (dataset, b) in by_key
     ]
     table = build_table(spec, scores, groups, comparisons, resamples, rng_seed)
-    studies = [
-        case_study(
-            dataset, by_key.get((dataset, spec.reference)),
-            [by_key[(dataset, s)] for s in case_systems(spec.systems, spec.reference) if (dataset, s) in by_key],
-            store, cases,
-        )  # fmt: skip
-        for dataset in table.datasets
-        if cases > 0 and any(g.dataset == dataset for g in groups)
-    ]
+    studies = []
+    for dataset in table.datasets:
+        if cases <= 0 or not any(g.dataset == dataset for g in groups):
+            continue
+        reference = spec.reference_in(s for d, s in by_key if d == dataset)
+        others = [by_key[(dataset, s)] for s in case_systems(spec.systems, reference) if (dataset, s) in by_key]
+        studies.append(case_study(dataset, by_key.get((dataset, reference)), others, store, cases))
     elsewhere = [g for g in every_group if g.system not in spec.systems]
     return Report(Path(root), spec, table, runs, groups, elsewhere, scores, comparisons, studies, store)

@@ -116,13 +116,14 @@ def changes_figure(report: Report, dataset: str, folder: Path) -> Path | None:
     """The paper's Figures 3 and 4 for ``dataset``; None without the reference or another system."""
     from matplotlib.figure import Figure
 
-    reference = report.group(dataset, report.spec.reference)
+    reference_system = report.spec.reference_in(g.system for g in report.groups if g.dataset == dataset)
+    reference = report.group(dataset, reference_system)
     if reference is None:
         return None
     counted = []
     for system in report.spec.systems:
         group = report.group(dataset, system)
-        if group is None or system == report.spec.reference or not system.multimodal:
+        if group is None or system == reference_system or not system.multimodal:
             continue
         try:
             changes = entity_changes(reference, group, report.store)
@@ -136,7 +137,7 @@ def changes_figure(report: Report, dataset: str, folder: Path) -> Path | None:
     panel = max(4.5, 0.18 * len(types) * len(counted) + 1.5)
     figure = Figure(figsize=(2 * panel + 3, 4.2), layout="constrained")
     panels = figure.subplots(1, 2, sharey=True)
-    ref = report.spec.reference.label
+    ref = reference_system.label
     titles = (f"wrong by {ref}, right by the system (cf. Fig. 3)", f"right by {ref}, wrong by the system (cf. Fig. 4)")
     for axes, which, title in zip(panels, ("fixed", "broken"), titles, strict=True):
         series = [
@@ -150,7 +151,7 @@ def changes_figure(report: Report, dataset: str, folder: Path) -> Path | None:
     panels[0].set_ylabel("test entities (mean per seed)")
     panels[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     figure.suptitle(f"{dataset}: entities (exact span and type) changed against {ref}", fontsize=11)
-    return _save(figure, folder / f"{dataset}_vs_{report.spec.reference.model}.png")
+    return _save(figure, folder / f"{dataset}_vs_{reference_system.model}.png")
 
 
 def f1_figure(report: Report, dataset: str, folder: Path) -> Path | None:

@@ -9,7 +9,7 @@ percent, ``mean ± std``); every renderer (terminal, Markdown, LaTeX) draws the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from umt.pipeline.models.registry import model_names
@@ -48,11 +48,26 @@ class TableSpec:
     def systems(self) -> tuple[System, ...]:
         return tuple(system for _, members in self.sections for system in members)
 
+    def reference_for(self, system: System) -> System:
+        """What ``system`` is compared with: bert-crf in Table 2; in Table 3 the full umt trained
+        as ``system`` was (with its images, or with every image absent)."""
+        if self.number == 3:
+            return System(self.reference.model, no_images=system.no_images)
+        return self.reference
+
+    def reference_in(self, present: Iterable[System]) -> System:
+        """The reference a dataset's case study and figures use: the table's own, or in Table 3
+        the umt trained without images when only that one ran."""
+        present = set(present)
+        if self.reference not in present and self.reference_for(System(self.reference.model, True)) in present:
+            return self.reference_for(System(self.reference.model, True))
+        return self.reference
+
     def pairs(self) -> list[tuple[System, System]]:
         """The comparisons the table reports: Table 2, each multimodal system against bert-crf and
         the full umt against every other row; Table 3, each row against the full umt."""
         if self.number == 3:
-            return [(s, self.reference) for s in self.systems if s != self.reference]
+            return [(s, self.reference_for(s)) for s in self.systems if s != self.reference_for(s)]
         umt = System(FULL_MODEL)
         pairs = [(s, self.reference) for s in self.systems if s.multimodal]
         if umt in self.systems:
@@ -135,7 +150,7 @@ class _Layout:
     ):  # fmt: skip
         self.spec, self.scores = spec, scores
         self.groups = {(g.dataset, g.system): g for g in groups}
-        self.marks = {(c.dataset, c.a): c for c in comparisons if c.b == spec.reference}
+        self.marks = {(c.dataset, c.a): c for c in comparisons if c.b == spec.reference_for(c.a)}
         ran = sorted({d for d, s in scores if s in spec.systems})
         self.datasets = tuple(ran) if ran else (DATASETS if spec.paper else ())
 
@@ -166,8 +181,8 @@ class _Layout:
         overall = {"P": scores.precision.show(), "R": scores.recall.show(), "n": str(scores.f1.n)}
         overall["F1"] = scores.f1.show() + self._marker(dataset, system)
         if "ΔF1" in columns:
-            reference = self.scores.get((dataset, self.spec.reference))
-            same = system == self.spec.reference
+            reference = self.scores.get((dataset, self.spec.reference_for(system)))
+            same = system == self.spec.reference_for(system)
             overall["ΔF1"] = DASH if same else self._delta(scores.f1.mean, reference and reference.f1.mean)
         cells = {**{t: stat.show() for t, stat in scores.per_type.items()}, **overall}
         return tuple(cells.get(c, DASH) for c in columns)
@@ -228,10 +243,14 @@ def footnotes(
         "Scores in %: entity-level test precision (P), recall (R) and F1 (seqeval, default scheme) of each run's "
         "best dev epoch, mean ± sample std over the n seeds (no ± for a single seed)."
         + (" F1 per entity type in the type columns." if spec.per_type else "")
-        + (" ΔF1: F1 minus the full model's (umt; for the paper's rows, the paper's UMT)." if not spec.per_type else "")
+        + (" ΔF1: F1 minus the full model's (umt trained the same way, with or without images; for the paper's "
+           "rows, the paper's UMT)." if not spec.per_type else "")
     ]
-    ref = spec.reference.label
-    marked = [c for c in comparisons if c.b == spec.reference and c.dataset in datasets]
+    against = (
+        f"{spec.reference.label}'s" if spec.number == 2
+        else f"that of {spec.reference.label} trained the same way (with images, or with every image absent)"
+    )
+    marked = [c for c in comparisons if c.b == spec.reference_for(c.a) and c.dataset in datasets]
     if marked:
         tested = "each multimodal system's" if spec.number == 2 else "each ablation's"
         listing = "; ".join(
@@ -240,7 +259,7 @@ def footnotes(
             if any(c.dataset == d and c.p is not None for c in marked)
         )
         notes.append(
-            f"{BETTER} / {WORSE}: {tested} F1 is significantly better / worse than {ref}'s (p < {ALPHA}). Test: "
+            f"{BETTER} / {WORSE}: {tested} F1 is significantly better / worse than {against} (p < {ALPHA}). Test: "
             f"paired approximate randomisation over test posts (each post's two predictions swapped with "
             f"probability 1/2; statistic: difference of micro F1; R = {resamples:,} swap patterns, RNG seed "
             f"{rng_seed}; p = (hits + 1) / (R + 1)); seed s of one system paired with seed s of the other, "

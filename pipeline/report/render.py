@@ -278,7 +278,7 @@ def latex(table: ReportTable) -> str:
 
 def _csv_rows(report: Report) -> Iterator[dict]:
     spec = report.spec
-    versus = {(c.dataset, c.a): c for c in report.comparisons if c.b == spec.reference}
+    versus = {(c.dataset, c.a): c for c in report.comparisons if c.b == spec.reference_for(c.a)}
     for section, systems in spec.sections:
         for system in systems:
             for dataset in report.table.datasets:
@@ -286,7 +286,7 @@ def _csv_rows(report: Report) -> Iterator[dict]:
                 group, scores = report.group(dataset, system), report.scores.get((dataset, system))
                 if scores is not None:
                     test = versus.get((dataset, system))
-                    reference = report.scores.get((dataset, spec.reference))
+                    reference = report.scores.get((dataset, spec.reference_for(system)))
                     yield identity | {
                         "source": "ours", "n": scores.f1.n, "seeds": _seeds(scores.seeds),
                         "precision": _percent(scores.precision.mean), "precision_std": _percent(scores.precision.std),
