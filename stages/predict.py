@@ -112,8 +112,12 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
     else:
         source = open(req.input, encoding="utf-8", newline="") if req.input is not None else sys.stdin  # noqa: SIM115
         posts_in = read_new_posts(source, req.input_format, tagger.style)
-    partial = Path(f"{req.output}.partial") if req.output is not None else None
-    sink = open(partial, "w", encoding="utf-8") if partial is not None else sys.stdout  # noqa: SIM115
+    # A regular file is written as <output>.partial and renamed when done; anything else that
+    # exists (/dev/null, a named pipe) is written in place and never replaced.
+    regular = req.output is not None and (not Path(req.output).exists() or Path(req.output).is_file())
+    partial = Path(f"{req.output}.partial") if regular else None
+    target = partial if partial is not None else req.output
+    sink = open(target, "w", encoding="utf-8") if target is not None else sys.stdout  # noqa: SIM115
     explained: list[Path] = []
     posts = bad = entities = 0
     started = time.perf_counter()

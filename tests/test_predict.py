@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -339,6 +340,9 @@ def test_a_model_that_reads_no_images_ignores_them_and_cannot_explain(tiny_root,
         predict.run(PredictRequest(run, input=posts, explain=tmp_path / "pictures"))
     summary = predict.run(PredictRequest(run, input=posts, output=tmp_path / "out.jsonl"))
     assert summary["posts"] == 1 and summary["bad_lines"] == 0  # the image is not even looked for
+    devnull = Path(os.devnull)
+    assert predict.run(PredictRequest(run, input=posts, output=devnull))["posts"] == 1
+    assert devnull.is_char_device()  # written into, never replaced by a file
 
 
 def test_a_post_longer_than_one_window_gets_every_tag_and_every_entity_a_probability(
