@@ -107,7 +107,7 @@ def plan(req: ReproduceRequest) -> list[Planned]:
     return out
 
 
-def _check(planned: list[Planned], req: ReproduceRequest) -> None:
+def _check(planned: list[Planned]) -> None:
     """Every text input a system needs, and no finished run made otherwise, before any work."""
     for item in planned:
         for seed, state in zip(item.request.seeds, item.states(), strict=True):
@@ -144,7 +144,7 @@ def run(req: ReproduceRequest, console: Console | None = None) -> dict:
     console.print(_plan_table(planned, req))
     if req.dry_run:
         return {"planned": {item.model: item.states() for item in planned}}
-    _check(planned, req)
+    _check(planned)
 
     needs_images = not req.no_images and any(get_recipe(item.model).multimodal for item in planned)
     if needs_images and req.features is None:
