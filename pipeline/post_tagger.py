@@ -15,7 +15,7 @@ them; :attr:`PostTagger.ignores_images` says so, and ``umt predict`` tells the u
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from umt.pipeline.data.images import resolve_image
@@ -23,7 +23,7 @@ from umt.pipeline.data.new_posts import BadLine, NewPost, from_text
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.run_dir import TrainedRun
-from umt.pipeline.tagging import Tagged, tag_batches
+from umt.pipeline.tagging import Tagged
 from umt.pipeline.text.tweets import check_style
 
 
@@ -60,8 +60,11 @@ class PostTagger:
         self.run = run
         self.style = check_style(style or run.config.token_style)
         self.images_dir = images_dir
-        self.batch_size = batch_size or run.config.train_cfg.eval_batch_size
+        cfg = run.config.train_cfg
+        cfg = replace(cfg, eval_batch_size=batch_size or cfg.eval_batch_size, num_workers=0)  # grids are in memory
+        self.predictor = replace(run.predictor(), cfg=cfg)
         self.ignores_images = not run.multimodal or run.config.no_images
+        self.stats = None if self.ignores_images else run.run.visual_stats()  # read once, not per chunk
         self.cache = None
         self.featurizer = None
         if self.ignores_images:
@@ -117,12 +120,11 @@ class PostTagger:
         if self.featurizer is None:
             return None
         grids = self.featurizer.features()
-        stats = self.run.run.visual_stats()
-        if stats is None:
+        if self.stats is None:
             return grids
         from umt.pipeline.data.visual_stats import StandardizedFeatures
 
-        return StandardizedFeatures(grids, stats)
+        return StandardizedFeatures(grids, self.stats)
 
     def tag_posts(
         self, posts: list[NewPost], *, base: Path | None = None, explain: bool = False
@@ -135,18 +137,12 @@ class PostTagger:
         tagged: dict[int, Tagged] = {i: Tagged([], []) for i in good if not posts[i].tokens}
         if taggable:
             features = self._features()
-            explain = explain and not self.ignores_images
             dataset = self.run.dataset(
                 [Post(posts[i].tokens, None, keys[i], f"line {posts[i].line}") for i in taggable], features
             )
-            from umt.pipeline.data.batching import Collator
-            from umt.pipeline.trainer import make_loader
-
-            loader = make_loader(dataset, Collator(self.run.text, with_images=features is not None), self.batch_size, 0)
-            results = tag_batches(
-                self.run.model, loader, [len(posts[i].tokens) for i in taggable],
-                [posts[i].text for i in taggable], [posts[i].offsets for i in taggable],
-                [posts[i].tokens for i in taggable], self.run.labels, self.run.device, explain=explain,
+            results = self.predictor.tag(
+                dataset, [posts[i].text for i in taggable], [posts[i].offsets for i in taggable],
+                explain=explain and not self.ignores_images,
             )
             tagged.update(zip(taggable, results, strict=True))
         return [Result(posts[i], tagged[i], paths[i]) for i in good], bad

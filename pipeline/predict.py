@@ -6,12 +6,30 @@ owns it (``WindowRef.keep_from``/``keep_to``), so every word of every post gets 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
-from umt.pipeline.batch import Batch
+from umt.pipeline.batch import Batch, WindowRef
 from umt.pipeline.labels import LabelVocab
+
+
+class WindowMerge:
+    """One tag per word of each post, each taken from the window that owns the word."""
+
+    def __init__(self, post_lengths: Sequence[int]):
+        self.tags: list[list[str | None]] = [[None] * n for n in post_lengths]
+
+    def add(self, ref: WindowRef, labels: Sequence[str]) -> None:
+        """The labels of a window's words; only those in its kept range are used."""
+        for i in range(ref.keep_from, ref.keep_to):
+            self.tags[ref.post][ref.offset + i] = labels[i]
+
+    def result(self) -> list[list[str]]:
+        missing = [(p, i) for p, row in enumerate(self.tags) for i, t in enumerate(row) if t is None]
+        if missing:
+            raise RuntimeError(f"{len(missing)} words received no prediction (first: post {missing[0][0]})")
+        return self.tags  # type: ignore[return-value]
 
 
 @torch.inference_mode()
@@ -26,15 +44,10 @@ def predict_posts(
     """Tags for each of ``n_posts`` posts (``post_lengths[i]`` words each)."""
     was_training = model.training
     model.eval()
-    tags: list[list[str | None]] = [[None] * post_lengths[i] for i in range(n_posts)]
+    merge = WindowMerge(post_lengths[:n_posts])
     for batch in batches:
         decoded = model.decode(batch.to(device))
         for ref, ids in zip(batch.refs, decoded, strict=True):
-            labels = vocab.decode(ids)
-            for i in range(ref.keep_from, ref.keep_to):
-                tags[ref.post][ref.offset + i] = labels[i]
+            merge.add(ref, vocab.decode(ids))
     model.train(was_training)
-    missing = [(p, i) for p, row in enumerate(tags) for i, t in enumerate(row) if t is None]
-    if missing:
-        raise RuntimeError(f"{len(missing)} words received no prediction (first: post {missing[0][0]})")
-    return tags  # type: ignore[return-value]
+    return merge.result()

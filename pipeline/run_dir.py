@@ -42,6 +42,7 @@ from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.labels import LabelVocab
 from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.text.tweets import DEFAULT_STYLE
 from umt.pipeline.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class RunConfig:
     features: dict[str, Any] | None  # {"path", "manifest"} of the cache read, None when text-only
     no_images: bool = False
     #: How the training data split tweets (``pipeline.text.tweets``): what ``umt predict`` uses on raw text.
-    token_style: str = "tweet"
+    token_style: str = DEFAULT_STYLE
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,7 +111,7 @@ class RunConfig:
                 text=dict(data["text"]),
                 features=data.get("features"),
                 no_images=bool(data.get("no_images", False)),
-                token_style=str(data.get("token_style", "tweet")),
+                token_style=str(data.get("token_style", DEFAULT_STYLE)),
             )
         except (KeyError, TypeError) as e:
             raise ConfigError(f"{origin}: damaged run config ({type(e).__name__}: {e})") from None

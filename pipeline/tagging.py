@@ -32,6 +32,7 @@ import torch
 from umt.pipeline.batch import Batch, WindowRef
 from umt.pipeline.heads.crf import Entity
 from umt.pipeline.labels import BEGIN, INSIDE, PREFIX_SEPARATOR, LabelVocab, bio_to_spans, spans_to_bio
+from umt.pipeline.predict import WindowMerge
 
 
 @dataclass
@@ -80,7 +81,7 @@ def tag_batches(
     was_training = model.training
     model.eval()
     windows: list[list[_Window]] = [[] for _ in lengths]
-    raw: list[list[str | None]] = [[None] * n for n in lengths]
+    merge = WindowMerge(lengths)
     with model.explaining() if explain else nullcontext():
         for batch in batches:
             batch = batch.to(device)
@@ -92,15 +93,11 @@ def tag_batches(
                 windows[ref.post].append(_Window(
                     ref, emissions[row, :n].float().cpu(), attention[row, :n].float().cpu() if explain else None
                 ))
-                labels = vocab.decode(ids)
-                for i in range(ref.keep_from, ref.keep_to):
-                    raw[ref.post][ref.offset + i] = labels[i]
+                merge.add(ref, vocab.decode(ids))
     model.train(was_training)
     results = []
-    for post, row in enumerate(raw):
-        if any(tag is None for tag in row):
-            raise RuntimeError(f"post {post}: some words received no prediction")
-        tags = spans_to_bio(bio_to_spans(row), len(row))  # type: ignore[arg-type]
+    for post, row in enumerate(merge.result()):
+        tags = spans_to_bio(bio_to_spans(row), len(row))
         found = entity_dicts(tags, texts[post], offsets[post])
         by_window: dict[int, list[int]] = {}  # window -> its entities: one forward-backward per window
         for k, (_, i, _, _) in enumerate(found):

@@ -39,6 +39,7 @@ from umt.pipeline.metrics import PRIMARY, score
 from umt.pipeline.predict import predict_posts
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.tables import pct
+from umt.pipeline.tagging import Tagged, tag_batches
 from umt.pipeline.text.base import TextSide
 from umt.pipeline.train_config import TrainConfig
 
@@ -92,13 +93,26 @@ class Predictor:
     cfg: TrainConfig
     device: torch.device
 
+    def batches(self, dataset: MnerDataset):
+        """``dataset``'s windows in evaluation batches."""
+        collate = Collator(self.text, with_images=dataset.features is not None)
+        return make_loader(dataset, collate, self.cfg.eval_batch_size, self.cfg.num_workers)
+
     def predict(self, dataset: MnerDataset) -> list[list[str]]:
         """The predicted tags of every post of ``dataset`` (one per word)."""
-        collate = Collator(self.text, with_images=dataset.features is not None)
-        loader = make_loader(dataset, collate, self.cfg.eval_batch_size, self.cfg.num_workers)
         lengths = [len(p) for p in dataset.posts]
         with _autocast(self.device, self.cfg.amp):
-            return predict_posts(self.model, loader, len(dataset.posts), lengths, self.vocab, self.device)
+            return predict_posts(self.model, self.batches(dataset), len(lengths), lengths, self.vocab, self.device)
+
+    def tag(self, dataset: MnerDataset, texts, offsets, explain: bool = False) -> list[Tagged]:
+        """Valid tags and entity dicts (``pipeline.tagging``) of every post of ``dataset``, whose
+        texts and token offsets are ``texts`` and ``offsets``."""
+        posts = dataset.posts
+        with _autocast(self.device, self.cfg.amp):
+            return tag_batches(
+                self.model, self.batches(dataset), [len(p) for p in posts], texts, offsets, [p.tokens for p in posts],
+                self.vocab, self.device, explain=explain,
+            )
 
     def evaluate(self, dataset: MnerDataset) -> tuple[dict, list[list[str]]]:
         """Scores (both schemes) and the predicted tags of every post of ``dataset``."""

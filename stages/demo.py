@@ -17,7 +17,6 @@ on real tweets (see the README's measured results for that).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -26,6 +25,7 @@ from umt.pipeline.data.layout import load_dataset
 from umt.pipeline.labels import bio_to_spans
 from umt.pipeline.metrics import PRIMARY
 from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.report.predictions import read_predictions
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.tables import comparison_table, pct
 from umt.pipeline.train_config import TrainConfig
@@ -103,7 +103,7 @@ def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
     extra.add_column("model")
     extra.add_column("test F1 on the entities whose type only the image tells", justify="right")
     for name in MODELS:
-        pred = _read_predictions(cfg.out / "runs" / name / RunDir.PREDICTIONS)
+        pred = read_predictions(cfg.out / "runs" / name / RunDir.PREDICTIONS).pred
         extra.add_row(name, pct(_image_decided_f1(test_posts, pred, names)))
     console.rule("[bold]results")
     console.print(comparison_table([(n, results[n]) for n in MODELS], "test split, entity-level (seqeval default)"))
@@ -120,16 +120,3 @@ def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
     )
     return results
 
-
-def _read_predictions(path: Path) -> list[list[str]]:
-    posts, current = [], []
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        if line.startswith("# image:"):
-            continue
-        if not line:
-            if current:
-                posts.append(current)
-                current = []
-            continue
-        current.append(line.rsplit("\t", 1)[1])
-    return posts

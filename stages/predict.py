@@ -34,11 +34,13 @@ from umt.stages.requests import PredictRequest
 
 def _chunks(items: Iterator[NewPost | BadLine], size: int) -> Iterator[list[NewPost | BadLine]]:
     chunk: list[NewPost | BadLine] = []
+    posts = 0
     for item in items:
         chunk.append(item)
-        if sum(isinstance(x, NewPost) for x in chunk) >= size:
+        posts += isinstance(item, NewPost)
+        if posts >= size:
             yield chunk
-            chunk = []
+            chunk, posts = [], 0
     if chunk:
         yield chunk
 

@@ -99,4 +99,4 @@ def detect_style(words: Iterable[str]) -> str:
             alone += 1
         elif len(word) > 1 and word[0] in "@#":
             attached += 1
-    return "tweet-split" if alone > attached else "tweet"
+    return "tweet-split" if alone > attached else DEFAULT_STYLE

@@ -110,7 +110,7 @@ class ImageFeaturizer:
         self.device = device or torch.device("cpu")
         self.batch_size = batch_size
         self._extractor = None
-        self.grids: dict[str, np.ndarray] = {}  # key -> (7, 7, 2048), in memory for this call
+        self.grids: dict[str, np.ndarray] = {}  # key -> (7, 7, 2048), of the last featurize call only
         self.computed = 0  # images run through the backbone by this featurizer (the rest came from disk)
 
     def _path(self, key: str) -> Path:
@@ -126,7 +126,9 @@ class ImageFeaturizer:
 
     def featurize(self, paths: list[Path]) -> list[Featurized]:
         """One outcome per path; grids of readable images are then in :attr:`grids` (batched,
-        each distinct image computed once, read from disk when an earlier call computed it)."""
+        each distinct image computed once, read from disk when an earlier call computed it). Only
+        this call's grids stay in memory, so a stream of calls runs in constant memory."""
+        self.grids = {}
         out: list[Featurized] = []
         todo: dict[str, Path] = {}
         for path in paths:
