@@ -282,7 +282,9 @@ def train_cmd(
         False, "--no-images", help="Train a multimodal model with every image absent (no cache needed)."
     ),
     epochs: int = typer.Option(_T.epochs, help="Training epochs (default: the model's; `umt models --defaults`)."),
-    batch_size: int = typer.Option(_T.batch_size, help="Posts (windows) per batch (default: the model's)."),
+    batch_size: int = typer.Option(
+        _T.batch_size, help="Posts (windows) per optimiser step, over all processes (default: the model's)."
+    ),
     lr: float = typer.Option(_T.lr, help="Peak learning rate (default: the model's)."),
     seed: int = typer.Option(_T.seed, help="Random seed."),
     seeds: str | None = typer.Option(None, help="Comma-separated seeds, one run each, e.g. 1,2,3 (overrides --seed)."),
@@ -290,20 +292,32 @@ def train_cmd(
     data_root: Path | None = typer.Option(None, help="Data root (default: $UMT_DATA_ROOT or ./data)."),
     device: str = typer.Option(_T.device, help="auto, cpu, cuda or cuda:N."),
     num_workers: int = typer.Option(_T.num_workers, help="DataLoader workers reading the feature cache."),
+    precision: str = typer.Option(
+        _T.precision, help="Autocast dtype: fp32, bf16, fp16 (CUDA, with loss scaling) or auto (bf16 on a GPU "
+        "that has it, else fp32; bf16 on a CPU is ~10x slower). Emissions and the CRF always run in fp32.",
+    ),
     set_: list[str] = typer.Option(
-        [], "--set", help="Override any ModelConfig/TrainConfig field, e.g. --set esd_weight=0.3 (repeatable)."
+        [], "--set", help="Override any ModelConfig/TrainConfig field, e.g. --set esd_weight=0.3 (repeatable); "
+        "head_lr, patience, grad_accum, schedule, compile: see the README's training section.",
     ),
     resume: bool = typer.Option(
         False, help="Continue a killed run from its last completed epoch, with the settings it was started with."
     ),
     overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
 ) -> None:
-    """Train a model; select on dev F1, score test once, write a self-contained run directory."""
+    """Train a model; select on dev F1, score test once, write a self-contained run directory.
+
+    On several GPUs or machines, start it with torchrun (README, "Scaling out"):
+    torchrun --nproc-per-node 4 -m umt.cli train ... (--batch-size stays the posts per step).
+    """
     from umt.stages import train
 
     seed_list = parse_seeds(seeds) if seeds else (seed,)
     overrides = parse_overrides(set_)
-    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "num_workers": num_workers}
+    flags = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "num_workers": num_workers,
+        "precision": precision,
+    }  # fmt: skip
     from umt.pipeline.text.vectors import vectors_source
 
     model_cfg = ModelConfig(

@@ -33,6 +33,28 @@ class WindowMerge:
 
 
 @torch.inference_mode()
+def decode_windows(
+    model: torch.nn.Module, batches: Iterable[Batch], vocab: LabelVocab, device: torch.device
+) -> list[tuple[WindowRef, list[str]]]:
+    """Each window of ``batches`` with the labels of its words."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for batch in batches:
+        decoded = model.decode(batch.to(device))
+        out.extend((ref, vocab.decode(ids)) for ref, ids in zip(batch.refs, decoded, strict=True))
+    model.train(was_training)
+    return out
+
+
+def merge_windows(post_lengths: Sequence[int], windows: Iterable[tuple[WindowRef, Sequence[str]]]) -> list[list[str]]:
+    """The tags of each post (``post_lengths[i]`` words) from its windows' labels."""
+    merge = WindowMerge(post_lengths)
+    for ref, labels in windows:
+        merge.add(ref, labels)
+    return merge.result()
+
+
 def predict_posts(
     model: torch.nn.Module,
     batches: Iterable[Batch],
@@ -42,12 +64,4 @@ def predict_posts(
     device: torch.device,
 ) -> list[list[str]]:
     """Tags for each of ``n_posts`` posts (``post_lengths[i]`` words each)."""
-    was_training = model.training
-    model.eval()
-    merge = WindowMerge(post_lengths[:n_posts])
-    for batch in batches:
-        decoded = model.decode(batch.to(device))
-        for ref, ids in zip(batch.refs, decoded, strict=True):
-            merge.add(ref, vocab.decode(ids))
-    model.train(was_training)
-    return merge.result()
+    return merge_windows(post_lengths[:n_posts], decode_windows(model, batches, vocab, device))

@@ -107,7 +107,7 @@ class RunConfig:
                 dataset=data["dataset"],
                 data_root=data["data_root"],
                 model_cfg=ModelConfig.from_dict(data["model_config"]),
-                train_cfg=TrainConfig(**data["train"]),
+                train_cfg=TrainConfig.from_dict(data["train"]),
                 text=dict(data["text"]),
                 features=data.get("features"),
                 no_images=bool(data.get("no_images", False)),

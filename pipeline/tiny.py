@@ -41,8 +41,10 @@ def build_tiny_encoder(
     layers: int = 2,
     heads: int = 2,
     seed: int = 0,
+    dropout: float = 0.1,
 ) -> Path:
-    """Write a tiny random BERT (config, weights, vocab.txt, fast tokenizer) to ``out_dir``."""
+    """Write a tiny random BERT (config, weights, vocab.txt, fast tokenizer) to ``out_dir``;
+    larger sizes give random encoders for timing (bert-base: 768 wide, 12 layers, 12 heads)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab_path = out_dir / VOCAB_FILE
@@ -57,6 +59,8 @@ def build_tiny_encoder(
         intermediate_size=FFN_MULTIPLIER * hidden,
         max_position_embeddings=MAX_POSITIONS,
         pad_token_id=tokenizer.pad_token_id,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
         torch.manual_seed(seed)

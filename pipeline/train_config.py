@@ -10,9 +10,11 @@ from umt.pipeline.typed_fields import check_field_types
 #: Below this a window cannot hold a word beside a tokenizer's special tokens ([CLS], [SEP], ...).
 MIN_MAX_LENGTH = 8
 #: Settings that change how a run is computed but not what it computes; a resumed run may change them.
-RUNTIME_FIELDS = ("device", "num_workers", "eval_batch_size")
+RUNTIME_FIELDS = ("device", "num_workers", "eval_batch_size", "compile")
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("linear", "inverse")
+SCHEDULES = ("linear", "cosine", "constant", "inverse")
+#: auto: bf16 autocast on a CUDA device that supports it, else fp32 (on a CPU bf16 is ~10x slower).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -22,31 +24,48 @@ class TrainConfig:
     epochs: int = 10  # the paper does not state it; 10 passes of Twitter-2017 is ~2.1k steps at batch 16
     batch_size: int = 16  # paper
     eval_batch_size: int = 64
-    lr: float = 5e-5  # paper
+    lr: float = 5e-5  # paper; the pre-trained encoder's learning rate
+    head_lr: float = 0.0  # every parameter trained from scratch (added layers, emissions, CRF); 0: --lr
     optimizer: str = "adamw"  # adamw (BERT recipe) or sgd (with momentum; the LSTM baselines)
     momentum: float = 0.9  # sgd only
-    schedule: str = "linear"  # linear: warm-up then linear decay; inverse: lr / (1 + lr_decay * epoch)
-    warmup: float = 0.1  # linear schedule: fraction of all steps with linear warm-up (BERT recipe)
+    schedule: str = "linear"  # warm-up, then linear/cosine decay to 0, or constant; inverse: lr / (1 + decay * epoch)
+    warmup: float = 0.1  # linear, cosine, constant: fraction of all steps with linear warm-up (BERT recipe)
     lr_decay: float = 0.05  # inverse schedule: decay per epoch (Ma and Hovy, 2016)
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    grad_accum: int = 1  # each step's batch_size posts in this many sequential parts (same step, less memory)
+    patience: int = 0  # stop after this many epochs without a better dev F1; 0: train every epoch
     max_length: int = 128  # paper: maximum sub-word sequence length
     stride: int = 32  # sub-word pieces of context shared by neighbouring windows of an over-long post
     standardize_visual: bool = False  # per-channel standardisation of the grids (pipeline.data.visual_stats)
     seed: int = 1
     device: str = "auto"
     num_workers: int = 0  # DataLoader workers reading the feature cache
-    amp: bool = True  # bf16 autocast on CUDA only; CPU always runs fp32
+    precision: str = "auto"  # autocast dtype: auto, fp32, bf16, fp16 (fp16 on CUDA, with loss scaling)
+    compile: bool = False  # torch.compile the model (pays on a GPU for long runs)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """A stored config; runs written before ``precision`` existed stored ``amp`` instead."""
+        data = dict(data)
+        if "amp" in data:
+            data.setdefault("precision", "auto" if data.pop("amp") else "fp32")
+        return cls(**data)
 
     def __post_init__(self) -> None:
         check_field_types(self, "")
-        at_least = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "max_length": MIN_MAX_LENGTH, "num_workers": 0}
+        at_least = {
+            "epochs": 1, "batch_size": 1, "eval_batch_size": 1, "max_length": MIN_MAX_LENGTH, "num_workers": 0,
+            "grad_accum": 1, "patience": 0,
+        }  # fmt: skip
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ConfigError(f"{_flag(name)} must be at least {low}, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
-        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        if self.head_lr < 0:
+            raise ConfigError(f"--set head_lr must be 0 (same as --lr) or positive, got {self.head_lr}")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--set {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 0.0 <= self.momentum < 1.0 or self.lr_decay < 0:
@@ -70,5 +89,5 @@ class TrainConfig:
 
 def _flag(name: str) -> str:
     """How the user sets ``name``: a flag of its own, or ``--set``."""
-    own = {"epochs", "batch_size", "num_workers"}
+    own = {"epochs", "batch_size", "num_workers", "precision"}
     return f"--{name.replace('_', '-')}" if name in own else f"--set {name}"

@@ -2,11 +2,18 @@
 training and ``model.decode(batch)`` (via :mod:`pipeline.predict`) for evaluation.
 
 Model selection uses the dev split only (entity-level micro F1, seqeval default scheme); the
-caller scores the test split once, with the selected checkpoint.
+caller scores the test split once, with the selected checkpoint. ``patience`` stops a run
+after that many epochs without a better dev F1.
+
+Steps: each optimiser step trains on ``batch_size`` windows (:mod:`pipeline.sampling`), cut into
+``grad_accum`` parts per process; under torchrun (:mod:`pipeline.distributed`) the model is
+wrapped in DistributedDataParallel, every process trains on its parts of the same steps, and
+evaluation is split over the processes and gathered by window, so every post counts once. Only
+the main process writes to the run directory.
 
 Resume: after every completed epoch the full training state (model, optimiser, schedule,
-RNG states, best score so far) is written atomically to ``last.pt``. The shuffling order of
-epoch ``e`` comes from a generator seeded with ``(seed, e)`` and the global RNG (dropout) is
+RNG states of every process, best score so far) is written atomically to ``last.pt``. The
+order of epoch ``e`` comes from a generator seeded with ``(seed, e)`` and the RNG (dropout) is
 restored from the checkpoint, so a run killed after epoch ``k`` and resumed reproduces the
 uninterrupted run exactly on CPU.
 """
@@ -17,7 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from rich.console import Console
@@ -33,23 +40,26 @@ from torch.utils.data import DataLoader
 
 from umt.pipeline.data.batching import Collator, MnerDataset
 from umt.pipeline.devices import resolve_device
+from umt.pipeline.distributed import World
 from umt.pipeline.errors import ConfigError, UmtError
 from umt.pipeline.labels import LabelVocab
 from umt.pipeline.metrics import PRIMARY, score
-from umt.pipeline.predict import predict_posts
+from umt.pipeline.precision import Precision, resolve_precision
+from umt.pipeline.predict import decode_windows, merge_windows
 from umt.pipeline.run_dir import RunDir
+from umt.pipeline.sampling import StepSampler
 from umt.pipeline.tables import pct
 from umt.pipeline.tagging import Tagged, tag_batches
 from umt.pipeline.text.base import TextSide
 from umt.pipeline.train_config import TrainConfig
 
-#: Seeds the per-epoch shuffling generator together with the run seed.
-_EPOCH_SEED_STRIDE = 1_000_003
 #: Parameters kept out of weight decay besides biases: LayerNorm gains, and the conversion
 #: matrix W^c, whose label-correspondence prior decay would pull toward zero.
 _NO_DECAY = ("norm", "conversion")
 #: Without a terminal (batch jobs, nohup) the live bars are invisible: print a line this often.
 _PLAIN_PROGRESS_SECONDS = 30.0
+#: The progress bar's running loss is read back from the device this often (in steps).
+_LOSS_EVERY = 10
 
 
 class TrainingInterrupted(UmtError):
@@ -77,38 +87,40 @@ def make_loader(dataset: MnerDataset, collate: Collator, batch_size: int, num_wo
     )
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 @dataclass
 class Predictor:
-    """A model with what it takes to tag whole datasets: its text side, labels and settings."""
+    """A model with what it takes to tag whole datasets: its text side, labels and settings.
+    Under torchrun every process tags its share of the windows and all get every post's tags."""
 
     model: torch.nn.Module
     text: TextSide
     vocab: LabelVocab
     cfg: TrainConfig
     device: torch.device
+    world: World = field(default_factory=World)
 
-    def batches(self, dataset: MnerDataset):
-        """``dataset``'s windows in evaluation batches."""
+    @property
+    def precision(self) -> Precision:
+        return resolve_precision(self.cfg.precision, self.device)
+
+    def batches(self, dataset: MnerDataset, order=None):
+        """``dataset``'s windows (those of ``order``, or all) in evaluation batches."""
         collate = Collator(self.text, with_images=dataset.features is not None)
-        return make_loader(dataset, collate, self.cfg.eval_batch_size, self.cfg.num_workers)
+        return make_loader(dataset, collate, self.cfg.eval_batch_size, self.cfg.num_workers, order)
 
     def predict(self, dataset: MnerDataset) -> list[list[str]]:
         """The predicted tags of every post of ``dataset`` (one per word)."""
-        lengths = [len(p) for p in dataset.posts]
-        with _autocast(self.device, self.cfg.amp):
-            return predict_posts(self.model, self.batches(dataset), len(lengths), lengths, self.vocab, self.device)
+        order = range(self.world.rank, len(dataset), self.world.size) if self.world.distributed else None
+        with self.precision.autocast():
+            windows = decode_windows(self.model, self.batches(dataset, order), self.vocab, self.device)
+        gathered = [window for share in self.world.gather(windows) for window in share]
+        return merge_windows([len(p) for p in dataset.posts], gathered)
 
     def tag(self, dataset: MnerDataset, texts, offsets, explain: bool = False) -> list[Tagged]:
         """Valid tags and entity dicts (``pipeline.tagging``) of every post of ``dataset``, whose
         texts and token offsets are ``texts`` and ``offsets``."""
         posts = dataset.posts
-        with _autocast(self.device, self.cfg.amp):
+        with self.precision.autocast():
             return tag_batches(
                 self.model, self.batches(dataset), [len(p) for p in posts], texts, offsets, [p.tokens for p in posts],
                 self.vocab, self.device, explain=explain,
@@ -120,35 +132,45 @@ class Predictor:
         return score([p.labels for p in dataset.posts], preds), preds
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int):
-    """The optimiser (AdamW or SGD with momentum) and its per-step learning-rate schedule.
-
-    ``linear``: warm-up over ``warmup`` of all steps, then linear decay to 0 (the BERT recipe).
-    ``inverse``: lr / (1 + lr_decay * epoch), constant within an epoch (Ma and Hovy, 2016).
-    """
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """The optimiser's parameter groups: a pre-trained encoder's parameters at ``lr``, every
+    other one at ``head_lr`` (``lr`` when 0); biases, norms and W^c without weight decay."""
+    pretrained = {id(p) for m in model.modules() if getattr(m, "pretrained", False) for p in m.parameters()}
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
+        lr = cfg.lr if id(param) in pretrained or not cfg.head_lr else cfg.head_lr
         exempt = param.ndim < 2 or any(key in name.lower() for key in _NO_DECAY)
-        (no_decay if exempt else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups.setdefault((lr, 0.0 if exempt else cfg.weight_decay), []).append(param)
+    return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int, device: torch.device | None = None):
+    """The optimiser (AdamW, fused on CUDA, or SGD with momentum) and its per-step schedule.
+
+    ``linear`` / ``cosine`` / ``constant``: warm-up over ``warmup`` of all steps, then linear or
+    cosine decay to 0, or constant (``linear`` is the BERT recipe).
+    ``inverse``: lr / (1 + lr_decay * epoch), constant within an epoch (Ma and Hovy, 2016).
+    """
+    groups = param_groups(model, cfg)
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     else:
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=device is not None and device.type == "cuda")
     total_steps = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup * total_steps))
 
-    def linear(step: int) -> float:
+    def factor(step: int) -> float:
+        if cfg.schedule == "inverse":
+            return 1.0 / (1.0 + cfg.lr_decay * (step // steps_per_epoch))
         if step < warmup:
             return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if cfg.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 if cfg.schedule == "constant" else 1.0 - progress
 
-    def inverse(step: int) -> float:
-        return 1.0 / (1.0 + cfg.lr_decay * (step // steps_per_epoch))
-
-    factor = inverse if cfg.schedule == "inverse" else linear
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -177,21 +199,24 @@ def fit(
     resume: bool = False,
     console: Console | None = None,
     stop_after_epoch: Callable[[int], bool] | None = None,
+    world: World | None = None,
 ) -> dict:
     """Train, keeping the best dev checkpoint in ``run/best.pt``; returns a summary dict.
 
     ``stop_after_epoch(epoch)`` returning True ends training after that epoch as if the
     process had been killed there (tests use it to check that resuming is exact). Ctrl-C
-    raises :class:`TrainingInterrupted` naming the last completed epoch.
+    raises :class:`TrainingInterrupted` naming the last completed epoch. ``world``: the
+    processes training together (one, by default); all call ``fit`` alike.
     """
-    loop = _Loop(model, train, dev, text, vocab, cfg, run, console or Console())
+    loop = _Loop(model, train, dev, text, vocab, cfg, run, console or Console(), world or World())
     if resume:
         loop.restore()
     try:
         return loop.epochs(stop_after_epoch)
     except KeyboardInterrupt:
         done = run.state()["epoch"] + 1 if run.resumable else 0
-        run.log({"event": "interrupted", "completed_epochs": done})
+        if loop.world.main:
+            run.log({"event": "interrupted", "completed_epochs": done})
         hint = "rerun the same command with --resume to continue" if done else "nothing to resume: run it again"
         raise TrainingInterrupted(f"interrupted after epoch {done} of {cfg.epochs} ({run.path}); {hint}") from None
 
@@ -200,15 +225,29 @@ class _Loop:
     """One run's training state: model, optimiser, schedule, the epoch to start at, the best score."""
 
     def __init__(self, model, train: MnerDataset, dev: MnerDataset, text: TextSide, vocab: LabelVocab,
-                 cfg: TrainConfig, run: RunDir, console: Console):
+                 cfg: TrainConfig, run: RunDir, console: Console, world: World):
         self.model, self.train, self.dev, self.cfg, self.run, self.console = model, train, dev, cfg, run, console
-        self.device = resolve_device(cfg.device)
+        self.world = world
+        self.device = resolve_device(world.device(cfg.device))
         model.to(self.device)
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        self.optimizer, self.scheduler = _optimizer(model, cfg, steps_per_epoch)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.scaler = self.precision.scaler()
+        self.sampler = StepSampler(len(train), cfg.batch_size, cfg.seed, cfg.grad_accum, world.rank, world.size)
+        self.optimizer, self.scheduler = _optimizer(model, cfg, self.sampler.steps, self.device)
         self.collate = Collator(text, with_images=train.features is not None)
-        self.predictor = Predictor(model, text, vocab, cfg, self.device)
+        self.predictor = Predictor(model, text, vocab, cfg, self.device, world)
         self.start_epoch, self.best_f1, self.best_epoch = 0, -1.0, -1
+        self.stepper = model
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Unused parameters exist: an image-less batch skips the fusion's visual layers.
+            self.stepper = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        if cfg.compile:
+            self.stepper = torch.compile(self.stepper)
 
     def restore(self) -> None:
         """Continue from ``last.pt``: weights, optimiser, schedule, RNG, best score."""
@@ -218,15 +257,22 @@ class _Loop:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        by_rank = state.get("rng_by_rank") or [state["rng"]]
+        torch.set_rng_state(by_rank[self.world.rank] if len(by_rank) == self.world.size else state["rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None and not self.world.distributed:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.start_epoch, self.best_f1, self.best_epoch = state["epoch"] + 1, state["best_f1"], state["best_epoch"]
-        self.run.log({"event": "resume", "epoch": self.start_epoch})
+        self._log({"event": "resume", "epoch": self.start_epoch})
         self.console.print(
             f"resuming {self.run.path} at epoch {self.start_epoch + 1}/{self.cfg.epochs} "
             f"(best dev F1 {pct(self.best_f1)})"
         )
+
+    def _log(self, record: dict) -> None:
+        if self.world.main:
+            self.run.log(record)
 
     def _summary(self, completed: bool) -> dict:
         return {"completed": completed, "best_epoch": self.best_epoch + 1, "best_dev_f1": self.best_f1}
@@ -236,17 +282,26 @@ class _Loop:
         with _progress(self.console) as progress:
             epochs_task = progress.add_task("epochs", total=cfg.epochs, completed=self.start_epoch, info="")
             for epoch in range(self.start_epoch, cfg.epochs):
+                if cfg.patience and epoch - self.best_epoch > cfg.patience:
+                    self._log({"event": "early_stop", "epoch": epoch, "best_epoch": self.best_epoch + 1})
+                    self.console.print(
+                        f"no better dev F1 for {cfg.patience} epoch(s): stopping after epoch {epoch} "
+                        f"(best: epoch {self.best_epoch + 1})"
+                    )
+                    break
                 started = time.perf_counter()
                 train_loss = self._train_epoch(epoch, progress, started)
+                train_seconds = time.perf_counter() - started
                 dev_scores, _ = self.predictor.evaluate(self.dev)
                 dev_f1 = dev_scores[PRIMARY]["f1"]
                 improved = dev_f1 > self.best_f1
                 if improved:
                     self.best_f1, self.best_epoch = dev_f1, epoch
-                    self.run.save_best(self.model.state_dict(), epoch, dev_f1)
+                    if self.world.main:
+                        self.run.save_best(self.model.state_dict(), epoch, dev_f1)
                 self._checkpoint(epoch)
                 elapsed = time.perf_counter() - started
-                self.run.log(
+                self._log(
                     {
                         "event": "epoch",
                         "epoch": epoch + 1,
@@ -254,6 +309,7 @@ class _Loop:
                         "dev": {k: dev_scores[PRIMARY][k] for k in ("precision", "recall", "f1")},
                         "best": improved,
                         "lr": self.scheduler.get_last_lr()[0],
+                        "train_seconds": round(train_seconds, 2),
                         "seconds": round(elapsed, 2),
                     }
                 )
@@ -263,49 +319,82 @@ class _Loop:
                     f"{'  *' if improved else ''}  ({elapsed:.1f}s)"
                 )
                 if stop_after_epoch is not None and stop_after_epoch(epoch):
+                    self.world.barrier()
                     return self._summary(completed=False)
+        self.world.barrier()
         return self._summary(completed=True)
+
+    def _sync(self, now: bool):
+        """DDP all-reduces gradients in the backward pass of a step's last part only."""
+        return nullcontext() if now or not self.world.distributed else self.stepper.no_sync()
 
     def _train_epoch(self, epoch: int, progress: Progress, started: float) -> float:
         """One pass over the training windows in this epoch's fixed order; the mean loss per window."""
-        cfg, model = self.cfg, self.model
-        generator = torch.Generator().manual_seed(cfg.seed * _EPOCH_SEED_STRIDE + epoch)
-        order = torch.randperm(len(self.train), generator=generator).tolist()
-        loader = make_loader(self.train, self.collate, cfg.batch_size, cfg.num_workers, order)
-        task = progress.add_task(f"epoch {epoch + 1}", total=len(loader), info="")
+        cfg, model, world = self.cfg, self.model, self.world
+        self.sampler.set_epoch(epoch)
+        parts = self.sampler.parts()
+        loader = DataLoader(
+            self.train, batch_sampler=[part.indices for part in parts], collate_fn=self.collate,
+            num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+        )
+        steps = self.sampler.steps
+        task = progress.add_task(f"epoch {epoch + 1}", total=steps, info="")
         model.train()
-        total_loss, seen, last_line = 0.0, 0, started
-        for step, batch in enumerate(loader, start=1):
-            batch = batch.to(self.device, non_blocking=True)
-            with _autocast(self.device, cfg.amp):
-                loss = model(batch)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"epoch {epoch + 1}: the loss became {loss.item()}; lower --lr")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            total_loss += loss.item() * len(batch)
-            seen += len(batch)
-            progress.update(task, advance=1, info=f"loss {total_loss / seen:.4f}")
+        total = torch.zeros((), device=self.device)  # sum over this process's windows of their loss
+        seen, last_line = 0, started
+        micro = zip(loader, parts, strict=True)
+        for step in range(1, steps + 1):
+            for k in range(cfg.grad_accum):
+                batch, part = next(micro)
+                batch = batch.to(self.device, non_blocking=True)
+                with self._sync(k == cfg.grad_accum - 1):
+                    with self.precision.autocast():
+                        loss = self.stepper(batch)
+                    scaled = loss * (part.size * world.size / part.step_size)  # this part's share of the step
+                    (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
+                total += loss.detach() * part.size
+                seen += part.size
+            self._step(epoch)
+            if step % _LOSS_EVERY == 0 or step == steps:
+                progress.update(task, completed=step, info=f"loss {total.item() / max(1, seen):.4f}")
             if not self.console.is_terminal and time.perf_counter() - last_line >= _PLAIN_PROGRESS_SECONDS:
                 last_line = time.perf_counter()
                 self.console.print(
-                    f"  epoch {epoch + 1} batch {step}/{len(loader)}  loss {total_loss / seen:.4f}  "
+                    f"  epoch {epoch + 1} batch {step}/{steps}  loss {total.item() / max(1, seen):.4f}  "
                     f"{step / (last_line - started):.2f} batches/s"
                 )
         progress.remove_task(task)
-        return total_loss / max(1, seen)
+        return world.total(total.item()) / max(1.0, world.total(seen))
+
+    def _step(self, epoch: int) -> None:
+        """Clip the step's gradient (identical in every process), update, advance the schedule."""
+        optimizer, scaler = self.optimizer, self.scaler
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        if scaler is not None:  # an overflow skips the step and lowers the scale
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            if not torch.isfinite(norm):
+                raise RuntimeError(f"epoch {epoch + 1}: the gradient became {norm.item()}; lower --lr")
+            optimizer.step()
+        self.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
 
     def _checkpoint(self, epoch: int) -> None:
-        """The full training state after ``epoch``, for an exact resume."""
+        """The full training state after ``epoch``, for an exact resume (every process's RNG)."""
+        rngs = self.world.gather(torch.get_rng_state())
+        if not self.world.main:
+            return
         self.run.save_state(
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "rng": rngs[0],
+                "rng_by_rank": rngs if self.world.distributed else None,
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                 "epoch": epoch,
                 "best_f1": self.best_f1,

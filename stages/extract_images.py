@@ -8,21 +8,29 @@ all live in the transaction.
 
 Mistakes are reported before anything heavy loads: the options, the image folder and the ids
 are checked and the output's lock is taken first; torch and torchvision load after that.
+
+Under torchrun (``pipeline.distributed``) process K of N extracts ``--shard K/N`` into its own
+shard file, and the main process merges the shards into the one cache (bit for bit what one
+process writes) and removes them. A cache that exists already is checked by the main process
+alone, as one process would: up to date, or refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
 
 from umt.cache.format import Status
 from umt.cache.manifest import fingerprint
+from umt.cache.merge import merge_shards
+from umt.cache.paths import Shard
 from umt.cache.reader import FeatureCache
 from umt.cache.transaction import CacheTransaction
 from umt.cache.workdir import Plan
-from umt.pipeline.errors import UmtError
+from umt.pipeline.distributed import World, current_world, joined
+from umt.pipeline.errors import ConfigError, UmtError
 from umt.pipeline.tables import cache_summary
 from umt.pipeline.vision.sources import resolve_source
 from umt.stages.requests import DEFAULT_MAX_FAILURES, ExtractRequest
@@ -47,6 +55,48 @@ def run(request: ExtractRequest, console: Console | None = None) -> ExtractResul
     Progress goes to stderr; the summary to ``console`` (stdout by default).
     """
     console = console or Console()
+    world = current_world()
+    if not world.distributed:
+        return _extract(request, console)
+    if request.shard is not None:
+        raise ConfigError("--shard: under torchrun each process takes its shard itself; drop --shard")
+    with joined(world, world.device(request.device)):
+        return _extract_together(replace(request, device=world.device(request.device)), console, world)
+
+
+def _extract_together(request: ExtractRequest, console: Console, world: World) -> ExtractResult:
+    """Each process its shard, then one merge by the main process."""
+    out = resolve_source(
+        dataset=request.dataset, data_root=request.data_root, images=request.images,
+        ids_from=request.ids_from, out=request.out, shard=None,
+    ).out
+    if out.exists() and not request.overwrite:
+        return world.on_main(lambda: _extract(request, console))
+    shard = Shard(world.rank + 1, world.size)
+    mine = _extract(replace(request, shard=shard, strict=False), console if world.main else Console(quiet=True))
+    done = world.gather((mine.processed, mine.seconds))
+
+    def merge() -> None:
+        shards = [Shard(k, world.size).path_for(out) for k in range(1, world.size + 1)]
+        merge_shards(out, shards, overwrite=request.overwrite)
+        for path in shards:
+            path.unlink()
+        console.print(f"merged {world.size} shards into {out}")
+
+    world.barrier()
+    world.on_main(merge)
+    processed, seconds = sum(n for n, _ in done), max(t for _, t in done)
+    return _finish(request, console if world.main else Console(quiet=True), out, len(_ids(request)), processed, seconds)
+
+
+def _ids(request: ExtractRequest) -> list[str]:
+    return resolve_source(
+        dataset=request.dataset, data_root=request.data_root, images=request.images,
+        ids_from=request.ids_from, out=request.out, shard=None,
+    ).ids
+
+
+def _extract(request: ExtractRequest, console: Console) -> ExtractResult:
     source = resolve_source(
         dataset=request.dataset, data_root=request.data_root, images=request.images,
         ids_from=request.ids_from, out=request.out, shard=request.shard,
@@ -87,9 +137,14 @@ def run(request: ExtractRequest, console: Console | None = None) -> ExtractResul
                 console.print(
                     f"extracted {processed} images in {seconds:.1f} s ({processed / seconds:.1f} img/s) on {device}"
                 )
-    with FeatureCache(source.out) as cache:
+    return _finish(request, console, source.out, len(source.ids), processed, seconds)
+
+
+def _finish(request: ExtractRequest, console: Console, out: Path, n_ids: int, processed: int, seconds: float):
+    """The cache's summary; with --strict, an error when any image has no features."""
+    with FeatureCache(out) as cache:
         cache_summary(console, cache, DEFAULT_MAX_FAILURES)
         failed = len(cache) - cache.counts()[Status.OK.label]
     if request.strict and failed:
-        raise UmtError(f"{failed} of {len(source.ids)} images have no features (--strict); the cache is {source.out}")
-    return ExtractResult(source.out, processed, seconds)
+        raise UmtError(f"{failed} of {n_ids} images have no features (--strict); the cache is {out}")
+    return ExtractResult(out, processed, seconds)

@@ -8,6 +8,10 @@ that --resume or --overwrite should decide about) and, with --resume, that the o
 agree with the run's own. Then, per run: the recipe's text side
 cuts the posts into windows, the model is built, :func:`umt.pipeline.trainer.fit` trains with dev
 selection, the best checkpoint scores the test split once, and the run directory is finished.
+
+Under torchrun every process runs this same function (``pipeline.distributed``): the main process
+claims and writes the run directories and prints; the others follow it, and share the training
+steps and the evaluations.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from rich.table import Table
 
 from umt.pipeline.data.layout import load_dataset, require_labels
 from umt.pipeline.data.types import Post
+from umt.pipeline.distributed import World, current_world, joined
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.features import features_path, open_features
 from umt.pipeline.labels import LabelVocab
@@ -79,8 +84,9 @@ def _check_inputs(req: TrainRequest, recipe: Recipe) -> tuple[dict[str, list[Pos
 class _Session:
     """What the runs of one request share: data, features and, per settings, text side and datasets."""
 
-    def __init__(self, req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console):
+    def __init__(self, req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console, world: World):
         self.req, self.recipe, self.splits, self.vocab, self.console = req, recipe, splits, vocab, console
+        self.world = world
         self.features, self.features_info = None, None
         if recipe.multimodal and not req.no_images:
             self.features, self.features_info = open_features(req.features, req.data_root, req.dataset)
@@ -134,15 +140,24 @@ class _Session:
 
 def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None) -> list[dict]:
     """Train every requested seed; returns one ``metrics.json`` dict per finished run."""
+    world = current_world()
     console = console or Console()
+    if not world.main:
+        console = Console(quiet=True)
     recipe = get_recipe(req.model)
     model_cfg, train_cfg = recipe.defaulted(req.model_cfg, req.train_cfg, req.explicit)
     req = replace(req, model_cfg=model_cfg, train_cfg=train_cfg)
     splits, vocab = _check_inputs(req, recipe)
+    with joined(world, world.device(train_cfg.device)):
+        return _run(req, recipe, splits, vocab, console, world, stop_after_epoch)
+
+
+def _run(req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console, world: World,
+         stop_after_epoch) -> list[dict]:
     runs = []
     for seed in req.seeds:
         run_dir = RunDir(req.run_dir(seed))
-        state = run_dir.claim(resume=req.resume, overwrite=req.overwrite)
+        state = world.on_main(lambda run_dir=run_dir: run_dir.claim(resume=req.resume, overwrite=req.overwrite))
         if state == "resume":
             model_cfg, train_cfg = _resumed_configs(run_dir, req, recipe, seed)
         else:
@@ -151,7 +166,7 @@ def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None
             recipe.check_inputs(model_cfg)
         runs.append((seed, run_dir, state, model_cfg, train_cfg))
 
-    session = _Session(req, recipe, splits, vocab, console)
+    session = _Session(req, recipe, splits, vocab, console, world)
     results = []
     for _, run_dir, state, model_cfg, train_cfg in runs:
         if state == "finished":
@@ -161,12 +176,12 @@ def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None
         try:
             metrics = _train_one(session, run_dir, state == "resume", model_cfg, train_cfg, stop_after_epoch)
         except BaseException:
-            if state == "new" and not run_dir.resumable and not run_dir.finished:
+            if world.main and state == "new" and not run_dir.resumable and not run_dir.finished:
                 shutil.rmtree(run_dir.path, ignore_errors=True)  # nothing worth keeping; a rerun starts clean
             raise
         if metrics is not None:
             results.append(metrics)
-    if len(results) > 1:
+    if len(results) > 1 and world.main:
         _summarise(results, req, console)
     return results
 
@@ -175,18 +190,21 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
     from umt.pipeline.devices import resolve_device
     from umt.pipeline.trainer import Predictor, fit, seed_everything
 
-    req, console, splits = session.req, session.console, session.splits
+    req, console, splits, world = session.req, session.console, session.splits, session.world
     text, data, stats = session.prepare(model_cfg, train_cfg)
-    device = resolve_device(train_cfg.device)
+    device = resolve_device(world.device(train_cfg.device))
     console.print(
         f"[bold]{req.model}[/] on {req.dataset} (seed {train_cfg.seed}): {len(splits['train'])} train / "
         f"{len(splits['valid'])} dev / {len(splits['test'])} test posts, {len(session.vocab)} labels, "
         f"text {_describe(text)}, device {device}, "
         + (f"images from {session.features_info['path']}" if session.features_info else "no images")
+        + (f", {world.size} processes" if world.distributed else "")
     )
     seed_everything(train_cfg.seed)
     model = session.recipe.build(model_cfg, session.vocab, text)
-    if not resuming:
+    if world.rank:  # the same initial weights everywhere; each process its own dropout masks
+        seed_everything(train_cfg.seed * world.size + world.rank)
+    if not resuming and world.main:
         run.write_config(
             RunConfig(
                 model=req.model,
@@ -209,13 +227,13 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
     started = time.perf_counter()
     summary = fit(
         model, data["train"], data["valid"], text, session.vocab, train_cfg, run,
-        resume=resuming, console=console, stop_after_epoch=stop_after_epoch,
+        resume=resuming, console=console, stop_after_epoch=stop_after_epoch, world=world,
     )
     if not summary["completed"]:
         console.print(f"stopped early; continue with --resume ({run.path})")
         return None
     model.load_state_dict(run.best_weights())
-    predictor = Predictor(model, text, session.vocab, train_cfg, device)
+    predictor = Predictor(model, text, session.vocab, train_cfg, device, world)
     dev_scores, _ = predictor.evaluate(data["valid"])
     test_scores, test_pred = predictor.evaluate(data["test"])
     metrics = {
@@ -227,8 +245,10 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
         "valid": dev_scores,
         "test": test_scores,
     }
-    run.finish(metrics, splits["test"], test_pred)
-    run.log({"event": "end", "best_epoch": summary["best_epoch"], "test_f1": test_scores[PRIMARY]["f1"]})
+    if world.main:
+        run.finish(metrics, splits["test"], test_pred)
+        run.log({"event": "end", "best_epoch": summary["best_epoch"], "test_f1": test_scores[PRIMARY]["f1"]})
+    world.barrier()  # the run is finished on disk before any process moves on
     console.print(
         metrics_table(test_scores, f"{req.model} seed {train_cfg.seed}: test (best dev epoch {summary['best_epoch']})")
     )

@@ -189,3 +189,19 @@ def test_shards_merged_equal_a_single_run(images, reference, tmp_path):
     merged = tmp_path / "merged.h5"
     merge_shards(merged, shard_paths)
     assert_identical(merged, reference)
+
+
+def test_extraction_under_torchrun_equals_one_process(images, reference, tmp_path):
+    out = tmp_path / "feats.h5"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "umt.cli",
+        "extract-images", "--images", str(images), "--out", str(out), "--weights", "random",
+        "--batch-size", str(BATCH), "--num-workers", "1",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=KILL_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_identical(out, reference)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.h5"]  # the shards are merged and removed
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=KILL_TIMEOUT_S)
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]

@@ -1,4 +1,7 @@
-"""Emission scores: dropout, then one linear map from word states to per-label scores (eq. 6)."""
+"""Emission scores: dropout, then one linear map from word states to per-label scores (eq. 6).
+
+The map runs in fp32 also under autocast: it costs nothing beside the encoder, and the CRF it
+feeds sums scores over whole sentences, where bf16's 8-bit mantissa would round them."""
 
 from __future__ import annotations
 
@@ -18,4 +21,5 @@ class EmissionLayer(nn.Module):
         init_weights(self)
 
     def forward(self, words: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(words))  # (B, W, num_labels)
+        with torch.autocast(words.device.type, enabled=False):
+            return self.linear(self.dropout(words.float()))  # (B, W, num_labels) fp32

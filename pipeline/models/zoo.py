@@ -34,7 +34,7 @@ CHECK_VECTORS = "umt.pipeline.text.vectors:check_word_vectors"
 LSTM_TRAINING = {
     "optimizer": "sgd", "lr": 0.015, "momentum": 0.9, "schedule": "inverse", "lr_decay": 0.05,
     "warmup": 0.0, "weight_decay": 0.0, "max_grad_norm": 5.0, "batch_size": 10, "epochs": 50,
-    "dropout": 0.5,
+    "dropout": 0.5, "head_lr": 0.0,
 }  # fmt: skip
 #: Sizes from each paper: Huang et al. (2015) with a casing embedding for their spelling
 #: features; Ma and Hovy's character CNN (30-d characters, 30 filters of width 3, 200 units per

@@ -42,9 +42,11 @@ class TextStates:
 
 
 class Encoder(nn.Module):
-    """Interface: ``forward(inputs) -> TextStates`` and ``hidden_size`` (d)."""
+    """Interface: ``forward(inputs) -> TextStates`` and ``hidden_size`` (d). ``pretrained``
+    encoders train at ``--lr``, every other parameter of a model at ``head_lr``."""
 
     hidden_size: int
+    pretrained: bool = False
 
     def forward(self, inputs: TextInputs) -> TextStates:
         raise NotImplementedError
@@ -52,6 +54,8 @@ class Encoder(nn.Module):
 
 class PretrainedEncoder(Encoder):
     """A Hugging Face encoder (fine-tuned) returning its last hidden states C = (c_0 .. c_{n+1})."""
+
+    pretrained = True
 
     def __init__(self, model: PreTrainedModel):
         super().__init__()
