@@ -5,9 +5,12 @@ their random float16 grids (N x 200 KB on disk, plus 5% for the dev and test pos
 fresh process, it trains ``umt`` for one epoch over all N posts, so that every grid is read once,
 and reports that process's peak RSS. The encoder is small and random, so the model's own memory
 stays small beside what the data could cost. Flat figures mean the trainer streams the grids
-from the cache instead of holding them.
+from the cache instead of holding them. With ``--posts K`` the training set stays at K posts and
+the cache holds N images all the same (K of them read): what grows then is the cache alone,
+while without it the posts (their windows, labels, tokens) grow with N as well.
 
     python benchmarks/bench_memory.py --sizes 1000,5000,20000
+    python benchmarks/bench_memory.py --sizes 1000,5000,20000 --posts 1000
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def child(root: Path, encoder: Path, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,5000,20000")
+    parser.add_argument("--posts", type=int, default=0, help="training posts (default: one per image)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -81,9 +85,10 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
             root = Path(tmp) / "data"
-            dev = max(64, size // 20)
-            ids = write_posts(root / "mem", {"train": size, "valid": dev, "test": dev})
-            write_random_cache(root / "mem_resnet152.h5", ids)
+            posts = args.posts or size
+            dev = max(64, posts // 20)
+            ids = write_posts(root / "mem", {"train": posts, "valid": dev, "test": dev})
+            write_random_cache(root / "mem_resnet152.h5", ids + [f"other{i}" for i in range(size - posts)])
             encoder = build_tiny_encoder(Path(tmp) / "encoder", words=WORDS + NAMES, hidden=96, layers=2, heads=4)
             done = subprocess.run(
                 [sys.executable, __file__, "--child", str(root), str(encoder), str(Path(tmp) / "run")],
@@ -93,12 +98,12 @@ def main() -> None:
                 sys.exit(f"the training process failed:\n{done.stderr[-3000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
             cache_mb = (root / "mem_resnet152.h5").stat().st_size / 2**20
-            rows.append({"images": size, "cache_mb": round(cache_mb), **result})
+            rows.append({"images": size, "train_posts": posts, "cache_mb": round(cache_mb), **result})
             print(json.dumps(rows[-1]), flush=True)
-    print(f"{'images':>8} {'cache MiB':>10} {'peak RSS MiB':>13} {'RSS before training':>20} {'train s':>8}")
+    print(f"{'images':>8} {'posts':>8} {'cache MiB':>10} {'peak RSS MiB':>13} {'RSS before':>11} {'train s':>8}")
     for row in rows:
-        print(f"{row['images']:>8} {row['cache_mb']:>10} {row['peak_rss_mb']:>13.0f} "
-              f"{row['rss_before_training_mb']:>20.0f} {row['train_seconds']:>8.1f}")  # fmt: skip
+        print(f"{row['images']:>8} {row['train_posts']:>8} {row['cache_mb']:>10} {row['peak_rss_mb']:>13.0f} "
+              f"{row['rss_before_training_mb']:>11.0f} {row['train_seconds']:>8.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ feature cache of random grids) over the first ``--steps`` x ``--batch-size`` pos
   not counted): loading, cache reads, collation, forward, backward, clipping, optimiser,
   schedule and progress;
 - bare: forward + backward + clipping + optimiser + schedule over the same steps, batches
-  collated beforehand and already on the device; the goal is full <= 1.1 x bare;
+  collated beforehand and already on the device; the goal is full <= 1.1 x bare. Rounds
+  alternate full and bare (``--rounds``) so that other load hits both alike; medians are
+  reported;
 - the share of a full step spent reading the grids from the cache (goal < 5%) and collating;
 - FLOPs per step (forward + backward, counted by ``torch.utils.flop_counter``), the umt /
   bert-crf ratios of time and of FLOPs, and the model FLOPs utilisation: achieved FLOP/s of
@@ -27,6 +29,7 @@ import argparse
 import io
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -84,7 +87,7 @@ class Bench:
         model_cfg = ModelConfig(encoder=args.encoder, heads=args.heads)
         train_cfg = TrainConfig(
             epochs=1, batch_size=args.batch_size, lr=5e-5, seed=1, device=str(device), precision=args.precision,
-            num_workers=args.num_workers,
+            num_workers=args.num_workers, bucket=args.bucket,
         )
         given = frozenset(vars(train_cfg)) | {"encoder", "heads"}  # the recipe's model defaults (dropout) apply
         self.model_cfg, self.cfg = self.recipe.defaulted(model_cfg, train_cfg, given)
@@ -98,8 +101,12 @@ class Bench:
         seed_everything(1)
         return self.recipe.build(self.model_cfg, self.vocab, self.text).to(self.device)
 
+    def sampler(self) -> StepSampler:
+        lengths = [item.window.positions for item in self.train.items]
+        return StepSampler(len(self.train), self.cfg.batch_size, self.cfg.seed, lengths=lengths, bucket=self.cfg.bucket)
+
     def batches(self) -> list:
-        sampler = StepSampler(len(self.train), self.cfg.batch_size, self.cfg.seed)
+        sampler = self.sampler()
         return [self.collate([self.train[i] for i in part.indices]) for part in sampler.parts()]
 
     def full_epoch(self, folder: Path) -> float:
@@ -150,8 +157,7 @@ class Bench:
 
     def input_costs(self, batches: list) -> tuple[float, float]:
         """Seconds of an epoch's grid reads from the cache, and of its collation."""
-        sampler = StepSampler(len(self.train), self.cfg.batch_size, self.cfg.seed)
-        parts = sampler.parts()
+        parts = self.sampler().parts()
         features = self.train.features
         read = 0.0
         if features is not None:
@@ -194,13 +200,15 @@ def main() -> None:
     parser.add_argument("--encoder", default="random:minilm",
                         help="local Hugging Face folder, or random:minilm / random:bert-base (random weights)")
     parser.add_argument("--models", default="bert-crf,mt,umt")
-    parser.add_argument("--steps", type=int, default=40, help="training steps per measurement")
+    parser.add_argument("--steps", type=int, default=80, help="training steps per measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating full / bare rounds (medians)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dev-posts", type=int, default=320, help="posts tagged for the prediction rate")
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--bucket", type=int, default=0, help="length-bucketed steps (pools of N steps); 0: off")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--extract-images", type=int, default=0, help="also run bench_extract on N generated images")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
@@ -213,7 +221,8 @@ def main() -> None:
     data = {"train": splits["train"][: args.steps * args.batch_size], "valid": splits["valid"][: args.dev_posts]}
     vocab = LabelVocab.from_sequences(p.labels for posts in splits.values() for p in posts)
     report: dict = {"device": str(device), "threads": torch.get_num_threads(), "precision": args.precision,
-                    "dataset": args.dataset, "steps": args.steps, "batch_size": args.batch_size}  # fmt: skip
+                    "dataset": args.dataset, "steps": args.steps, "batch_size": args.batch_size,
+                    "bucket": args.bucket, "rounds": args.rounds}  # fmt: skip
     report["matmul_peak_gflops"] = matmul_peak(device) / 1e9
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         work = Path(tmp)
@@ -228,8 +237,11 @@ def main() -> None:
         for name in args.models.split(","):
             bench = Bench(name, args, data, vocab, features, device)
             batches = bench.batches()
-            full = bench.full_epoch(work / f"run-{name}")
-            bare = bench.bare_epoch(batches)
+            fulls, bares = [], []
+            for round_index in range(args.rounds):
+                fulls.append(bench.full_epoch(work / f"run-{name}-{round_index}"))
+                bares.append(bench.bare_epoch(batches))
+            full, bare = statistics.median(fulls), statistics.median(bares)
             flops = bench.flops(batches)
             read, collate = bench.input_costs(batches)
             models[name] = {
@@ -285,7 +297,7 @@ def _extraction(count: int, device: str) -> dict:
 def _table(console: Console, report: dict) -> None:
     title = (
         f"{report['dataset']}, {report['steps']} steps of {report['batch_size']} on {report['device']} "
-        f"({report['threads']} threads, precision {report['precision']}); matmul peak "
+        f"({report['threads']} threads, precision {report['precision']}, bucket {report['bucket']}); matmul peak "
         f"{report['matmul_peak_gflops']:.1f} GFLOP/s; peak RSS {report['peak_rss_mb']:.0f} MiB"
     )
     table = Table(title=title, title_justify="left")

@@ -10,6 +10,11 @@ weighted, so that 1 process, N processes and accumulation all compute the gradie
 step's mean loss. A part left with no window (a last step smaller than the number of parts)
 repeats the step's first window with size 0: it adds nothing, yet keeps the processes in step.
 Nothing is padded with duplicates and no window is dropped.
+
+Length buckets (``bucket`` > 0): the epoch's order is then cut into pools of ``bucket`` steps,
+each pool sorted by window length and cut into steps, and the pool's full steps shuffled (a
+short last step stays last). A step then holds windows of similar length, so less of the
+encoder's work goes to padding, while every epoch still visits the windows in a new order.
 """
 
 from __future__ import annotations
@@ -34,10 +39,14 @@ class StepSampler:
     """Yields this process's parts (lists of dataset indices) of every step of an epoch, in order;
     a ``batch_sampler`` for a ``DataLoader``. :meth:`parts` gives them with their sizes."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, accum: int = 1, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, accum: int = 1, rank: int = 0, world_size: int = 1,
+                 lengths: list[int] | None = None, bucket: int = 0):  # fmt: skip
         if n < 1:
             raise ValueError("nothing to train on: the dataset has no windows")
+        if bucket and (lengths is None or len(lengths) != n):
+            raise ValueError("length buckets need the length of every window")
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.lengths, self.bucket = lengths, bucket
         self.accum, self.rank, self.world_size = accum, rank, world_size
         self.epoch = 0
 
@@ -50,7 +59,17 @@ class StepSampler:
 
     def order(self) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * EPOCH_SEED_STRIDE + self.epoch)
-        return torch.randperm(self.n, generator=generator).tolist()
+        order = torch.randperm(self.n, generator=generator).tolist()
+        if not self.bucket:
+            return order
+        pool, out = self.bucket * self.batch_size, []
+        for start in range(0, self.n, pool):
+            ranked = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
+            steps = [ranked[s : s + self.batch_size] for s in range(0, len(ranked), self.batch_size)]
+            full = [step for step in steps if len(step) == self.batch_size]
+            shuffled = [full[k] for k in torch.randperm(len(full), generator=generator).tolist()]
+            out.extend(i for step in shuffled + steps[len(full) :] for i in step)
+        return out
 
     def parts(self) -> list[Part]:
         """This process's parts of every step, ``accum`` per step."""

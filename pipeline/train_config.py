@@ -25,7 +25,7 @@ class TrainConfig:
     batch_size: int = 16  # paper
     eval_batch_size: int = 64
     lr: float = 5e-5  # paper; the pre-trained encoder's learning rate
-    head_lr: float = 0.0  # every parameter trained from scratch (added layers, emissions, CRF); 0: --lr
+    head_lr: float = 1e-3  # every parameter trained from scratch (added layers, emissions, CRF); 0: --lr
     optimizer: str = "adamw"  # adamw (BERT recipe) or sgd (with momentum; the LSTM baselines)
     momentum: float = 0.9  # sgd only
     schedule: str = "linear"  # warm-up, then linear/cosine decay to 0, or constant; inverse: lr / (1 + decay * epoch)
@@ -34,6 +34,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     grad_accum: int = 1  # each step's batch_size posts in this many sequential parts (same step, less memory)
+    bucket: int = 0  # length-bucketed steps: sort windows by length within pools of this many steps; 0: off
     patience: int = 0  # stop after this many epochs without a better dev F1; 0: train every epoch
     max_length: int = 128  # paper: maximum sub-word sequence length
     stride: int = 32  # sub-word pieces of context shared by neighbouring windows of an over-long post
@@ -56,7 +57,7 @@ class TrainConfig:
         check_field_types(self, "")
         at_least = {
             "epochs": 1, "batch_size": 1, "eval_batch_size": 1, "max_length": MIN_MAX_LENGTH, "num_workers": 0,
-            "grad_accum": 1, "patience": 0,
+            "grad_accum": 1, "patience": 0, "bucket": 0,
         }  # fmt: skip
         for name, low in at_least.items():
             if getattr(self, name) < low:

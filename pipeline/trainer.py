@@ -232,7 +232,10 @@ class _Loop:
         model.to(self.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.scaler = self.precision.scaler()
-        self.sampler = StepSampler(len(train), cfg.batch_size, cfg.seed, cfg.grad_accum, world.rank, world.size)
+        self.sampler = StepSampler(
+            len(train), cfg.batch_size, cfg.seed, cfg.grad_accum, world.rank, world.size,
+            lengths=[item.window.positions for item in train.items], bucket=cfg.bucket,
+        )  # fmt: skip
         self.optimizer, self.scheduler = _optimizer(model, cfg, self.sampler.steps, self.device)
         self.collate = Collator(text, with_images=train.features is not None)
         self.predictor = Predictor(model, text, vocab, cfg, self.device, world)

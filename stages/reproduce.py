@@ -9,7 +9,8 @@ stop at any point finishes the work and changes nothing already done.
 
 Settings (:func:`paper_settings`): the systems over BERT train as the authors' released
 script trained UMT (jefferyYu/UMT ``run_mtmner_crf.py``): batch 32, lr 5e-5 with 10% linear
-warm-up, sequences of 128 pieces, 24 epochs on Twitter-2015 and 22 on Twitter-2017 (the paper
+warm-up for every parameter (``head_lr`` 0: no separate rate for the added layers and the CRF),
+sequences of 128 pieces, 24 epochs on Twitter-2015 and 22 on Twitter-2017 (the paper
 itself states batch 16 and no epoch count); the BiLSTM systems keep their own papers' recipes
 (``umt models --defaults``). Options given by the user override both, for every system.
 """
@@ -34,7 +35,7 @@ from umt.stages.requests import ExtractRequest, ReportRequest, ReproduceRequest,
 TABLE3 = (FULL_MODEL, *ABLATIONS)
 #: The authors' released training script: epochs per dataset (other datasets: the recipe's own).
 AUTHORS_EPOCHS = {"twitter2015": 24, "twitter2017": 22}
-AUTHORS_SETTINGS = {"batch_size": 32, "lr": 5e-5, "warmup": 0.1, "max_length": 128}
+AUTHORS_SETTINGS = {"batch_size": 32, "lr": 5e-5, "head_lr": 0.0, "warmup": 0.1, "max_length": 128}
 
 
 def systems(selection: str) -> tuple[str, ...]:
@@ -62,7 +63,7 @@ def paper_settings(model: str, dataset: str) -> dict[str, object]:
 
 
 #: Settings a finished run must share with the plan to count as one of its runs.
-COMPARED = ("epochs", "batch_size", "lr", "max_length", "optimizer")
+COMPARED = ("epochs", "batch_size", "lr", "head_lr", "max_length", "optimizer")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY_WORDS, write_tiny_dataset
 
 from umt.pipeline.models.config import ModelConfig
@@ -134,3 +135,23 @@ def test_every_window_is_trained_once_per_epoch_in_the_same_steps():
     other = StepSampler(n, batch, seed=5)
     other.set_epoch(3)
     assert other.order() != single.order()
+
+
+def test_length_buckets_group_similar_windows_and_still_visit_each_once():
+    rng = torch.Generator().manual_seed(0)
+    n, batch = 203, 8
+    lengths = torch.randint(3, 60, (n,), generator=rng).tolist()
+
+    def spread(sampler: StepSampler) -> float:
+        steps = [order[s : s + batch] for order in [sampler.order()] for s in range(0, n, batch)]
+        return sum(max(lengths[i] for i in step) - min(lengths[i] for i in step) for step in steps) / len(steps)
+
+    plain, bucketed = StepSampler(n, batch, 1), StepSampler(n, batch, 1, lengths=lengths, bucket=10)
+    for epoch in (0, 1):
+        bucketed.set_epoch(epoch)
+        order = bucketed.order()
+        assert sorted(order) == list(range(n)) and order == bucketed.order()
+        assert spread(bucketed) < spread(plain) / 4
+    first, second = (StepSampler(n, batch, 1, lengths=lengths, bucket=10) for _ in range(2))
+    second.set_epoch(1)
+    assert first.order() != second.order()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -151,7 +152,7 @@ def test_sgd_with_the_inverse_time_schedule_of_ma_and_hovy():
     from umt.pipeline.trainer import _optimizer
 
     model = torch.nn.Linear(2, 2)
-    cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, schedule="inverse", lr_decay=0.5, epochs=3)
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, head_lr=0.0, momentum=0.9, schedule="inverse", lr_decay=0.5, epochs=3)
     optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch=3)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
     rates = []
@@ -180,3 +181,69 @@ def test_a_recipes_defaults_fill_what_the_user_did_not_set():
     model_cfg, train_cfg = recipe.defaulted(request.model_cfg, request.train_cfg, request.explicit)
     assert (model_cfg.lstm_hidden, train_cfg.lr, train_cfg.epochs) == (7, 0.5, 50)
     assert get_recipe("bert-crf").defaulted(ModelConfig(), TrainConfig(), frozenset()) == (ModelConfig(), TrainConfig())
+
+
+def test_parameters_trained_from_scratch_get_their_own_rate(tiny_encoder_dir):
+    from umt.pipeline.labels import LabelVocab
+    from umt.pipeline.models import get_recipe
+    from umt.pipeline.trainer import param_groups
+
+    vocab = LabelVocab.from_sequences([["B-PER", "O", "B-LOC"]])
+    recipe, cfg = get_recipe("umt"), ModelConfig(encoder=str(tiny_encoder_dir), heads=4)
+    text = recipe.text_side().create(cfg, TrainConfig(), [])
+    model = recipe.build(cfg, vocab, text)
+    encoder = {id(p) for p in model.encoder.parameters()}
+    groups = param_groups(model, TrainConfig(lr=5e-5, head_lr=1e-3))
+    rates = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert len(rates) == sum(1 for p in model.parameters() if p.requires_grad)  # each parameter once
+    assert {rates[i] for i in encoder} == {5e-5}
+    assert {rate for i, rate in rates.items() if i not in encoder} == {1e-3}
+    assert any(p is model.head.crf.transitions for g in groups if g["lr"] == 1e-3 for p in g["params"])
+    same = param_groups(model, TrainConfig(lr=5e-5, head_lr=0.0))
+    assert {g["lr"] for g in same} == {5e-5}
+    assert get_recipe("bilstm-crf").defaults["head_lr"] == 0.0  # the BiLSTM recipes keep one rate
+
+
+def test_schedules_after_the_warm_up():
+    from umt.pipeline.trainer import _optimizer
+
+    model = torch.nn.Linear(2, 2)
+    factors = {
+        name: [_optimizer(model, TrainConfig(schedule=name, warmup=0.25, epochs=1), 8)[1].lr_lambdas[0](s)
+               for s in range(8)]
+        for name in ("linear", "cosine", "constant")
+    }  # fmt: skip
+    for values in factors.values():
+        assert values[:2] == pytest.approx([0.5, 1.0])  # 2 warm-up steps
+    assert factors["constant"][2:] == pytest.approx([1.0] * 6)
+    assert factors["linear"][2:] == pytest.approx([1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    assert factors["cosine"][2:5] == pytest.approx([1.0, 0.5 * (1 + math.cos(math.pi / 6)), 0.75])
+
+
+def test_patience_stops_a_run_whose_dev_score_stopped_rising(tiny_root, tiny_encoder_dir, tmp_path, one_thread):
+    still = {"lr": 1e-12, "head_lr": 1e-12, "patience": 1}  # the weights barely move: dev F1 never rises
+    request = _request(tiny_root, tiny_encoder_dir, tmp_path / "run", epochs=4)
+    request = replace(request, train_cfg=replace(request.train_cfg, **still))
+    (metrics,) = train.run(request)
+    events = RunDir.open(tmp_path / "run").events()
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    assert [e for e in events if e["event"] == "early_stop"][0]["best_epoch"] == 1
+    assert metrics["best_epoch"] == 1
+
+
+def test_precision_choices_and_runs_that_stored_amp():
+    from umt.pipeline.heads.emissions import EmissionLayer
+    from umt.pipeline.precision import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu).name == "fp32" and resolve_precision("bf16", cpu).dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="fp8")
+    assert TrainConfig.from_dict({"amp": True}).precision == "auto"
+    assert TrainConfig.from_dict({"amp": False}).precision == "fp32"
+    layer = EmissionLayer(8, 3, 0.0)
+    with resolve_precision("bf16", cpu).autocast():
+        assert layer(torch.randn(2, 4, 8)).dtype == torch.float32  # the CRF's scores stay fp32
+        assert torch.nn.Linear(8, 3)(torch.randn(2, 8)).dtype == torch.bfloat16  # autocast is on

@@ -50,6 +50,10 @@ class PieceWindow(Window):
     def __len__(self) -> int:
         return len(self.word_index)
 
+    @property
+    def positions(self) -> int:
+        return len(self.input_ids)
+
 
 def _special_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
     """The special-token ids the tokenizer puts before and after a single sequence."""

@@ -47,6 +47,12 @@ class Window:
     def __len__(self) -> int:
         raise NotImplementedError
 
+    @property
+    def positions(self) -> int:
+        """The encoder positions the window fills (pieces with special tokens, or words):
+        what a batch is padded to, and what length-bucketed batches group by."""
+        return len(self)
+
 
 class TextSide(ABC):
     """Interface of a text side; ``kind`` is what a run directory records to reload it."""
