@@ -25,7 +25,7 @@ class TrainConfig:
     batch_size: int = 16  # paper
     eval_batch_size: int = 64
     lr: float = 5e-5  # paper; the pre-trained encoder's learning rate
-    head_lr: float = 1e-3  # every parameter trained from scratch (added layers, emissions, CRF); 0: --lr
+    head_lr: float = 1e-3  # parameters added to a pre-trained encoder (layers, emissions, CRF); 0: --lr
     optimizer: str = "adamw"  # adamw (BERT recipe) or sgd (with momentum; the LSTM baselines)
     momentum: float = 0.9  # sgd only
     schedule: str = "linear"  # warm-up, then linear/cosine decay to 0, or constant; inverse: lr / (1 + decay * epoch)

@@ -134,13 +134,15 @@ class Predictor:
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     """The optimiser's parameter groups: a pre-trained encoder's parameters at ``lr``, every
-    other one at ``head_lr`` (``lr`` when 0); biases, norms and W^c without weight decay."""
+    other one at ``head_lr`` (``lr`` when 0, and in a model with no pre-trained encoder, where
+    everything trains from scratch); biases, norms and W^c without weight decay."""
     pretrained = {id(p) for m in model.modules() if getattr(m, "pretrained", False) for p in m.parameters()}
+    head_lr = cfg.head_lr if cfg.head_lr and pretrained else cfg.lr
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = cfg.lr if id(param) in pretrained or not cfg.head_lr else cfg.head_lr
+        lr = cfg.lr if id(param) in pretrained else head_lr
         exempt = param.ndim < 2 or any(key in name.lower() for key in _NO_DECAY)
         groups.setdefault((lr, 0.0 if exempt else cfg.weight_decay), []).append(param)
     return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]

@@ -23,8 +23,9 @@ from umt.stages.requests import TrainRequest
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 #: Every weight of the 2-process model is within this of the 1-process model's (float sums in
-#: another order: the all-reduce adds two half-step gradients).
-WEIGHT_TOLERANCE = 1e-5
+#: another order: the all-reduce adds two half-step gradients, which Adam's normalisation can
+#: magnify for parameters whose gradients are near zero; measured up to about 1e-5).
+WEIGHT_TOLERANCE = 1e-4
 TIMEOUT_S = 300
 #: Dev and test sizes not divisible by 2: the last window of each falls to one process only.
 SIZES = (40, 13, 11)
@@ -76,7 +77,7 @@ def test_two_processes_train_the_model_one_process_trains(runs, setup):
     start = load_file(setup["encoder"] / "model.safetensors")
     name = next(k for k in start if k.endswith("word_embeddings.weight"))
     moved = (one[f"encoder.model.{name.removeprefix('bert.')}"] - start[name]).abs().max().item()
-    assert moved > 1000 * WEIGHT_TOLERANCE
+    assert moved > 100 * WEIGHT_TOLERANCE
     assert runs["one"].metrics()["best_epoch"] == runs["two"].metrics()["best_epoch"]
 
 
@@ -114,7 +115,7 @@ def test_accumulated_parts_make_the_whole_step(setup, tmp_path, one_thread):
 
     whole = trained(tmp_path / "whole")
     assert _largest_difference(whole, trained(tmp_path / "parts", grad_accum=3)) < WEIGHT_TOLERANCE
-    assert _largest_difference(whole, trained(tmp_path / "half", batch_size=4)) > 1000 * WEIGHT_TOLERANCE
+    assert _largest_difference(whole, trained(tmp_path / "half", batch_size=4)) > 100 * WEIGHT_TOLERANCE
 
 
 def test_every_window_is_trained_once_per_epoch_in_the_same_steps():

@@ -136,7 +136,7 @@ def test_a_fusion_reads_the_type_from_the_image_where_its_text_twin_cannot(
 ):
     root, cache = image_typed
     word_level = get_recipe(text_twin).text_side().kind == "words"
-    train_cfg = TrainConfig(epochs=12, batch_size=8, lr=0.05 if word_level else 3e-3, seed=3)
+    train_cfg = TrainConfig(epochs=12, batch_size=8, lr=0.05 if word_level else 3e-3, head_lr=0.0, seed=3)
     f1 = {}
     for model in (fusion_model, text_twin):
         (metrics,) = train.run(TrainRequest(
