@@ -68,10 +68,6 @@ class World:
         torch.distributed.all_gather_object(out, obj)
         return out
 
-    def total(self, value: float) -> float:
-        """The sum of ``value`` over the processes."""
-        return float(sum(self.gather(value)))
-
     def on_main(self, function: Callable[[], T]) -> T:
         """``function()`` run by the main process, its result given to every process. An error
         there is raised in the main process and reported in the others (no process hangs)."""

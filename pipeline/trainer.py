@@ -74,11 +74,16 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def make_loader(dataset: MnerDataset, collate: Collator, batch_size: int, num_workers: int, order=None):
+def make_loader(
+    dataset: MnerDataset, collate: Collator, batch_size: int, num_workers: int, order=None, batches=None
+) -> DataLoader:
+    """Batches of ``batch_size`` windows in ``order`` (default: the dataset's), or, when given,
+    the index lists of ``batches``; pinned host memory when there is a GPU to copy to."""
     return DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=batch_size if batches is None else 1,
         sampler=order,
+        batch_sampler=batches,
         shuffle=False,
         collate_fn=collate,
         num_workers=num_workers,
@@ -98,10 +103,10 @@ class Predictor:
     cfg: TrainConfig
     device: torch.device
     world: World = field(default_factory=World)
+    precision: Precision = field(init=False)
 
-    @property
-    def precision(self) -> Precision:
-        return resolve_precision(self.cfg.precision, self.device)
+    def __post_init__(self) -> None:
+        self.precision = resolve_precision(self.cfg.precision, self.device)
 
     def batches(self, dataset: MnerDataset, order=None):
         """``dataset``'s windows (those of ``order``, or all) in evaluation batches."""
@@ -232,8 +237,6 @@ class _Loop:
         self.world = world
         self.device = resolve_device(world.device(cfg.device))
         model.to(self.device)
-        self.precision = resolve_precision(cfg.precision, self.device)
-        self.scaler = self.precision.scaler()
         self.sampler = StepSampler(
             len(train), cfg.batch_size, cfg.seed, cfg.grad_accum, world.rank, world.size,
             lengths=[item.window.positions for item in train.items], bucket=cfg.bucket,
@@ -241,6 +244,8 @@ class _Loop:
         self.optimizer, self.scheduler = _optimizer(model, cfg, self.sampler.steps, self.device)
         self.collate = Collator(text, with_images=train.features is not None)
         self.predictor = Predictor(model, text, vocab, cfg, self.device, world)
+        self.precision = self.predictor.precision
+        self.scaler = self.precision.scaler()
         self.start_epoch, self.best_f1, self.best_epoch = 0, -1.0, -1
         self.stepper = model
         if world.distributed:
@@ -338,10 +343,8 @@ class _Loop:
         cfg, model, world = self.cfg, self.model, self.world
         self.sampler.set_epoch(epoch)
         parts = self.sampler.parts()
-        loader = DataLoader(
-            self.train, batch_sampler=[part.indices for part in parts], collate_fn=self.collate,
-            num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
-        )
+        indices = [part.indices for part in parts]
+        loader = make_loader(self.train, self.collate, cfg.batch_size, cfg.num_workers, batches=indices)
         steps = self.sampler.steps
         task = progress.add_task(f"epoch {epoch + 1}", total=steps, info="")
         model.train()
@@ -369,7 +372,8 @@ class _Loop:
                     f"{step / (last_line - started):.2f} batches/s"
                 )
         progress.remove_task(task)
-        return world.total(total.item()) / max(1.0, world.total(seen))
+        losses, windows = zip(*world.gather((total.item(), seen)), strict=True)
+        return sum(losses) / max(1, sum(windows))
 
     def _step(self, epoch: int) -> None:
         """Clip the step's gradient (identical in every process), update, advance the schedule."""

@@ -60,20 +60,22 @@ def run(request: ExtractRequest, console: Console | None = None) -> ExtractResul
         return _extract(request, console)
     if request.shard is not None:
         raise ConfigError("--shard: under torchrun each process takes its shard itself; drop --shard")
-    with joined(world, world.device(request.device)):
-        return _extract_together(replace(request, device=world.device(request.device)), console, world)
+    device = world.device(request.device)
+    with joined(world, device):
+        return _extract_together(replace(request, device=device), console, world)
 
 
 def _extract_together(request: ExtractRequest, console: Console, world: World) -> ExtractResult:
     """Each process its shard, then one merge by the main process."""
-    out = resolve_source(
+    source = resolve_source(
         dataset=request.dataset, data_root=request.data_root, images=request.images,
         ids_from=request.ids_from, out=request.out, shard=None,
-    ).out
+    )
+    out = source.out
     if out.exists() and not request.overwrite:
         return world.on_main(lambda: _extract(request, console))
-    shard = Shard(world.rank + 1, world.size)
-    mine = _extract(replace(request, shard=shard, strict=False), console if world.main else Console(quiet=True))
+    shown = console if world.main else Console(quiet=True)
+    mine = _extract(replace(request, shard=Shard(world.rank + 1, world.size), strict=False), shown)
     done = world.gather((mine.processed, mine.seconds))
 
     def merge() -> None:
@@ -86,14 +88,7 @@ def _extract_together(request: ExtractRequest, console: Console, world: World) -
     world.barrier()
     world.on_main(merge)
     processed, seconds = sum(n for n, _ in done), max(t for _, t in done)
-    return _finish(request, console if world.main else Console(quiet=True), out, len(_ids(request)), processed, seconds)
-
-
-def _ids(request: ExtractRequest) -> list[str]:
-    return resolve_source(
-        dataset=request.dataset, data_root=request.data_root, images=request.images,
-        ids_from=request.ids_from, out=request.out, shard=None,
-    ).ids
+    return _finish(request, shown, out, len(source.ids), processed, seconds)
 
 
 def _extract(request: ExtractRequest, console: Console) -> ExtractResult:
