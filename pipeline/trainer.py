@@ -38,6 +38,7 @@ from rich.progress import (
 )
 from torch.utils.data import DataLoader
 
+from umt.cache.durable import interrupts_deferred
 from umt.pipeline.data.batching import Collator, MnerDataset
 from umt.pipeline.devices import resolve_device
 from umt.pipeline.distributed import World
@@ -305,24 +306,25 @@ class _Loop:
                 dev_scores, _ = self.predictor.evaluate(self.dev)
                 dev_f1 = dev_scores[PRIMARY]["f1"]
                 improved = dev_f1 > self.best_f1
-                if improved:
-                    self.best_f1, self.best_epoch = dev_f1, epoch
-                    if self.world.main:
-                        self.run.save_best(self.model.state_dict(), epoch, dev_f1)
-                self._checkpoint(epoch)
-                elapsed = time.perf_counter() - started
-                self._log(
-                    {
-                        "event": "epoch",
-                        "epoch": epoch + 1,
-                        "train_loss": train_loss,
-                        "dev": {k: dev_scores[PRIMARY][k] for k in ("precision", "recall", "f1")},
-                        "best": improved,
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "train_seconds": round(train_seconds, 2),
-                        "seconds": round(elapsed, 2),
-                    }
-                )
+                with interrupts_deferred():  # the epoch's files are written together or not at all
+                    if improved:
+                        self.best_f1, self.best_epoch = dev_f1, epoch
+                        if self.world.main:
+                            self.run.save_best(self.model.state_dict(), epoch, dev_f1)
+                    self._checkpoint(epoch)
+                    elapsed = time.perf_counter() - started
+                    self._log(
+                        {
+                            "event": "epoch",
+                            "epoch": epoch + 1,
+                            "train_loss": train_loss,
+                            "dev": {k: dev_scores[PRIMARY][k] for k in ("precision", "recall", "f1")},
+                            "best": improved,
+                            "lr": self.scheduler.get_last_lr()[0],
+                            "train_seconds": round(train_seconds, 2),
+                            "seconds": round(elapsed, 2),
+                        }
+                    )
                 progress.update(epochs_task, advance=1, info=f"dev F1 {pct(dev_f1)} (best {pct(self.best_f1)})")
                 self.console.print(
                     f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}  dev F1 {pct(dev_f1)}"

@@ -24,6 +24,7 @@ from umt.pipeline.errors import ConfigError
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.train_config import TrainConfig
+from umt.pipeline.trainer import TrainingInterrupted
 from umt.stages import train
 from umt.stages.requests import TrainRequest
 
@@ -257,6 +258,22 @@ def test_ctrl_c_names_the_epoch_and_resume_finishes(tiny_root, tiny_encoder_dir,
     changed = [*argv[: argv.index("--epochs")], "--epochs", "2", *argv[argv.index("--epochs") + 2 :], "--resume"]
     code = subprocess.run(changed, capture_output=True, text=True, timeout=120)
     assert code.returncode == 2 and "epochs: the run has 400, asked 2" in code.stderr
+
+
+def test_ctrl_c_while_an_epoch_is_saved_lands_after_the_save(tiny_root, tiny_encoder_dir, tmp_path, monkeypatch):
+    """best.pt, last.pt and the log line of an epoch are written together: a Ctrl-C between them waits."""
+    save_state = RunDir.save_state
+
+    def interrupted_save(self, state):
+        os.kill(os.getpid(), signal.SIGINT)  # after best.pt, before last.pt
+        save_state(self, state)
+
+    monkeypatch.setattr(RunDir, "save_state", interrupted_save)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="interrupted after epoch 1 of 2"):
+        train.run(_request(tiny_root, tiny_encoder_dir, run))
+    assert RunDir(run).state()["epoch"] == 0
+    assert [e["event"] for e in RunDir(run).events()][-2:] == ["epoch", "interrupted"]
 
 
 def test_resume_takes_the_runs_own_settings(tiny_root, tiny_encoder_dir, tmp_path):
