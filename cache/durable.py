@@ -23,7 +23,7 @@ from typing import IO
 TMP_TAG = ".tmp-"
 FILE_MODE = 0o666  # filtered by the umask, as open() does
 
-_pending: list[int] | None = None  # the SIGINTs received while interrupts are deferred
+_deferring = False  # inside an interrupts_deferred block (of the main thread)
 
 
 @contextmanager
@@ -34,17 +34,17 @@ def interrupts_deferred() -> Iterator[None]:
     default raises KeyboardInterrupt there). Nested blocks defer to the outermost one. Signals
     reach only the main thread, so elsewhere this does nothing.
     """
-    global _pending
-    if _pending is not None or threading.current_thread() is not threading.main_thread():
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
         yield
         return
     pending: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    _pending = pending
+    _deferring = True
     try:
         yield
     finally:
-        _pending = None
+        _deferring = False
         signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
     if pending:
         if callable(previous):

@@ -53,15 +53,3 @@ def merge_windows(post_lengths: Sequence[int], windows: Iterable[tuple[WindowRef
     for ref, labels in windows:
         merge.add(ref, labels)
     return merge.result()
-
-
-def predict_posts(
-    model: torch.nn.Module,
-    batches: Iterable[Batch],
-    n_posts: int,
-    post_lengths: list[int],
-    vocab: LabelVocab,
-    device: torch.device,
-) -> list[list[str]]:
-    """Tags for each of ``n_posts`` posts (``post_lengths[i]`` words each)."""
-    return merge_windows(post_lengths[:n_posts], decode_windows(model, batches, vocab, device))

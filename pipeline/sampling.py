@@ -36,8 +36,7 @@ class Part:
 
 
 class StepSampler:
-    """Yields this process's parts (lists of dataset indices) of every step of an epoch, in order;
-    a ``batch_sampler`` for a ``DataLoader``. :meth:`parts` gives them with their sizes."""
+    """This process's parts of every step of an epoch, in order (:meth:`parts`)."""
 
     def __init__(self, n: int, batch_size: int, seed: int, accum: int = 1, rank: int = 0, world_size: int = 1,
                  lengths: list[int] | None = None, bucket: int = 0):  # fmt: skip
@@ -83,9 +82,3 @@ class StepSampler:
                 chunk = step[bounds[k] : bounds[k + 1]]
                 out.append(Part(chunk or step[:1], len(chunk), len(step)))
         return out
-
-    def __iter__(self):
-        return (part.indices for part in self.parts())
-
-    def __len__(self) -> int:
-        return self.steps * self.accum

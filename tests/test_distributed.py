@@ -127,7 +127,7 @@ def test_every_window_is_trained_once_per_epoch_in_the_same_steps():
         shares = [StepSampler(n, batch, 5, accum, rank, world) for rank in range(world)]
         for sampler in shares:
             sampler.set_epoch(2)
-            assert len(list(sampler)) == len(sampler) == 3 * accum
+            assert len(sampler.parts()) == 3 * accum
         parts = [sampler.parts() for sampler in shares]
         for s, step in enumerate(steps):
             mine = [part for rank_parts in parts for part in rank_parts[s * accum : (s + 1) * accum]]

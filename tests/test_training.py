@@ -19,7 +19,7 @@ from umt.pipeline.errors import ConfigError, UmtError
 from umt.pipeline.labels import LabelVocab
 from umt.pipeline.metrics import score
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.predict import predict_posts
+from umt.pipeline.predict import decode_windows, merge_windows
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.text.subword import SubwordTextSide
 from umt.pipeline.train_config import TrainConfig
@@ -84,7 +84,7 @@ def test_long_posts_get_one_prediction_per_word(tiny_encoder_dir):
     dataset = MnerDataset(posts, text, vocab)
     assert len(dataset) > len(posts)  # the long posts really were split into windows
     loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=Collator(text, False))
-    tags = predict_posts(_PositionTagger(len(vocab)), loader, len(posts), [len(p) for p in posts], vocab, "cpu")
+    tags = merge_windows([len(p) for p in posts], decode_windows(_PositionTagger(len(vocab)), loader, vocab, "cpu"))
     for post, row in zip(posts, tags, strict=True):
         assert row == [vocab.labels[j % len(vocab)] for j in range(len(post.tokens))]
 

@@ -59,9 +59,8 @@ class TableSpec:
         """The reference a dataset's case study and figures use: the table's own, or in Table 3
         the umt trained without images when only that one ran."""
         present = set(present)
-        if self.reference not in present and self.reference_for(System(self.reference.model, True)) in present:
-            return self.reference_for(System(self.reference.model, True))
-        return self.reference
+        without = self.reference_for(System(self.reference.model, no_images=True))
+        return without if self.reference not in present and without in present else self.reference
 
     def pairs(self) -> list[tuple[System, System]]:
         """The comparisons the table reports: Table 2, each multimodal system against bert-crf and
