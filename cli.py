@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # umt draws its own 
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape
 
 from umt.pipeline.errors import USER_ERRORS, ConfigError, UmtError  # noqa: E402
 from umt.pipeline.models.config import ModelConfig  # noqa: E402
@@ -70,6 +71,7 @@ _X = requests.ExtractRequest()
 _T = TrainConfig()
 _D = requests.DemoRequest()
 _R = requests.ReportRequest()
+_P = requests.PredictRequest(run=Path("."))
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -396,6 +398,14 @@ def predict_cmd(
     strict: bool = typer.Option(False, help="Stop at the first bad line instead of reporting and skipping it."),
     batch_size: int | None = typer.Option(None, help="Posts per forward pass (default: the run's eval batch size)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    any_image_path: bool = typer.Option(
+        False, "--any-image-path", help="Let a post's 'image' be any path on this machine (absolute, or with ..). "
+        "By default it must name a file inside --images or the input's folder.",
+    ),
+    max_image_mb: int = typer.Option(_P.max_image_mb, help="Refuse image files larger than this many MiB."),
+    image_cache_mb: int = typer.Option(
+        _P.image_cache_mb, help="Size cap of the image cache in MiB; the least recently used grids go first (0: none)."
+    ),
 ) -> None:
     """Tag new posts with a trained run: tokens, valid BIO tags and entities with character offsets
     and the model's probability of each entity (CRF marginals)."""
@@ -405,7 +415,8 @@ def predict_cmd(
         requests.PredictRequest(
             run=run, input=input, output=output, images=images, format=format, tokenizer=tokenizer,
             features=features, weights=weights, image_cache=image_cache, explain=explain, strict=strict,
-            device=device, batch_size=batch_size,
+            device=device, batch_size=batch_size, any_image_path=any_image_path, max_image_mb=max_image_mb,
+            image_cache_mb=image_cache_mb,
         )
     )
 
@@ -525,7 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv)
     except USER_ERRORS as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(getattr(e, "exit_code", 2))
 
 

@@ -112,10 +112,10 @@ class Bench:
     def full_epoch(self, folder: Path) -> float:
         """Seconds of one training epoch through the trainer (dev evaluation excluded)."""
         run = RunDir(folder)
-        run.claim(resume=False, overwrite=True)
-        quiet = Console(file=io.StringIO())
-        fit(self.model(), self.train, self.dev, self.text, self.vocab, self.cfg, run, console=quiet)
-        return next(e["train_seconds"] for e in run.events() if e["event"] == "epoch")
+        with run.claimed(resume=False, overwrite=True):
+            quiet = Console(file=io.StringIO())
+            fit(self.model(), self.train, self.dev, self.text, self.vocab, self.cfg, run, console=quiet)
+            return next(e["train_seconds"] for e in run.events() if e["event"] == "epoch")
 
     def bare_epoch(self, batches: list) -> float:
         """Seconds of forward + backward + optimiser steps over batches already on the device."""

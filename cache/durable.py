@@ -1,4 +1,5 @@
-"""Durable file writes: a file appears complete or not at all, even across a crash.
+"""Durable file writes (a file appears complete or not at all, even across a crash), and file
+access that does not follow links planted by others.
 
 The one atomic writer of the project (the cache's work files and every run-directory file go
 through it): write a unique temporary sibling, flush and fsync it, ``os.replace`` it over the
@@ -7,6 +8,13 @@ like any file ``open`` creates, so atomically written files get the same permiss
 others (``tempfile.mkstemp`` would make them 0600). A Ctrl-C during the write takes effect once
 the write is complete (:func:`interrupts_deferred`): a library writer stopped half-way, such as
 ``torch.save``'s zip writer, may turn the KeyboardInterrupt into its own error.
+
+Folders umt writes into or reads from may have been prepared by someone else (a run directory
+received from a colleague, a shared output folder). :func:`read_regular`, :func:`open_regular`
+and :func:`open_append` therefore never follow a symbolic link in the last path component,
+accept only regular files (a FIFO would block, ``/dev/zero`` would never end) and, for reads,
+check the size before reading. The atomic writer never follows one either: its temporary file is
+created with ``O_EXCL`` and the rename replaces a link rather than writing through it.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,3 +98,63 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda handle: handle.write(data))
+
+
+class UnsafeFile(OSError):
+    """A path that is a symbolic link or not a regular file, or a file over its size limit; the
+    message says which, without the path (``f"cannot read {path}: {error}"``)."""
+
+
+MIB = 1 << 20
+
+
+def size_text(size: int) -> str:
+    """A file size as a person reads it: MiB from one MiB on, else bytes."""
+    return f"{size / MIB:.1f} MiB" if size >= MIB else f"{size:,} bytes"
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = FILE_MODE, *, follow_links: bool = False) -> int:
+    """A descriptor of the regular file ``path`` opened with ``flags``: :class:`UnsafeFile` for a
+    symbolic link in the last component (unless ``follow_links``) and for anything but a regular
+    file (checked once open, so a FIFO cannot block and a file swapped in is still caught); other
+    OSErrors (no such file, permission) propagate."""
+    nofollow = 0 if follow_links else os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags | nofollow | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if not follow_links and Path(path).is_symlink():
+            raise UnsafeFile("it is a symbolic link; umt does not follow links here") from e
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeFile("it is not a regular file")
+    os.set_blocking(fd, True)  # O_NONBLOCK was only there so that opening a FIFO cannot hang
+    return fd
+
+
+def read_open(fd: int, limit: int, what: str = "this file") -> bytes:
+    """The bytes of the open regular file ``fd``, refused above ``limit`` bytes before reading
+    (and if it grew past it meanwhile); ``what`` names the file in the message."""
+    size = os.fstat(fd).st_size
+    if size <= limit:
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+        size = len(data)
+    if size > limit:
+        raise UnsafeFile(f"it is {size_text(size)}, over the {size_text(limit)} limit for {what}")
+    return data
+
+
+def read_regular(path: Path, limit: int, *, follow_links: bool = False, what: str = "this file") -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular`), at most ``limit`` of them."""
+    fd = open_regular(path, follow_links=follow_links)
+    try:
+        return read_open(fd, limit, what)
+    finally:
+        os.close(fd)
+
+
+def open_append(path: Path) -> IO[str]:
+    """``path`` opened for appending UTF-8 text (created if absent), never through a link."""
+    fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    return os.fdopen(fd, "a", encoding="utf-8")

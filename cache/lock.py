@@ -1,7 +1,7 @@
-"""An exclusive, crash-proof lock on a cache being written.
+"""Exclusive, crash-proof locks: one on a cache being written, one on a run directory being trained.
 
 ``flock`` is used because the kernel releases it when the holder dies, SIGKILL included, so a
-stale lock file never blocks a rerun. Two subtleties:
+stale lock file never blocks a rerun. Three subtleties:
 
 - A forked child (a DataLoader worker) inherits the descriptor and with it the lock; were the
   parent killed, orphaned workers would keep the lock for seconds. :meth:`HeldLock.close_in_child`
@@ -9,6 +9,9 @@ stale lock file never blocks a rerun. Two subtleties:
 - The lock file is removed when the holder finishes. A process that opened the file just
   before the removal could lock the dead inode, so after locking we check that the path still
   names the inode we hold, and start over when it does not.
+- The lock file may sit in a folder someone else prepared: it is opened without following a
+  symbolic link (a link planted there would otherwise have its target truncated) and must be a
+  regular file.
 """
 
 from __future__ import annotations
@@ -16,24 +19,32 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from umt.cache.errors import CacheError
 
+LOCK_MODE = 0o644
+
 
 def lock_path(out: Path) -> Path:
-    """The lock file guarding ``out``: ``<out>.lock`` beside it."""
+    """The lock file guarding the cache ``out``: ``<out>.lock`` beside it."""
     return out.with_name(out.name + ".lock")
 
 
-def _holder(path: Path) -> str:
+def holder(path: Path) -> str:
+    """Who holds the lock file ``path``, as a person reads it (``process 1234``)."""
     try:
-        pid = path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return "another process"
-    return f"process {pid}" if pid else "another process"
+    try:
+        pid = os.read(fd, 32).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    return f"process {pid}" if pid.isdigit() else "another process"
 
 
 @dataclass(frozen=True)
@@ -54,25 +65,31 @@ class HeldLock:
                 os.close(self.fd)
 
 
+def _open_lock_file(path: Path, error: type[Exception]) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, LOCK_MODE)
+    except OSError as e:
+        why = "it is a symbolic link; remove it" if path.is_symlink() else e.strerror
+        raise error(f"cannot create the lock file {path}: {why}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"cannot use the lock file {path}: it is not a regular file; remove it")
+    return fd
+
+
 @contextlib.contextmanager
-def exclusive_lock(out: Path) -> Iterator[HeldLock]:
-    """Hold ``<out>.lock`` for the block; raise :class:`CacheError` at once if someone else does."""
-    path = lock_path(out)
+def file_lock(path: Path, busy: Callable[[str], str], error: type[Exception]) -> Iterator[HeldLock]:
+    """Hold the lock file ``path`` for the block; raise ``error(busy(holder))`` at once if someone
+    else holds it, ``error`` too when the file cannot be created. Removed when the block ends."""
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise CacheError(f"cannot create the lock file {path}: {e}") from e
+        fd = _open_lock_file(path, error)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise CacheError(
-                f"{out} is being written by {_holder(path)} (lock {path}); wait for it to finish. "
-                "Only one process may write a cache; use --shard K/N to split the work."
-            ) from None
+            raise error(busy(holder(path))) from None
         try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
         if same:
@@ -84,5 +101,19 @@ def exclusive_lock(out: Path) -> Iterator[HeldLock]:
         info = os.fstat(fd)
         yield HeldLock(fd, info.st_dev, info.st_ino)
     finally:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                path.unlink()
         os.close(fd)
+
+
+def exclusive_lock(out: Path) -> contextlib.AbstractContextManager[HeldLock]:
+    """Hold ``<out>.lock`` for the block; raise :class:`CacheError` at once if someone else does."""
+    return file_lock(
+        lock_path(out),
+        lambda who: (
+            f"{out} is being written by {who} (lock {lock_path(out)}); wait for it to finish. "
+            "Only one process may write a cache; use --shard K/N to split the work."
+        ),
+        CacheError,
+    )

@@ -5,10 +5,15 @@ batch size) and which shard it is. Merging checks that the shards are exactly sh
 the same plan made with the same settings, that no id appears twice, and that together they
 cover the plan; then it copies the rows in id order. The result equals what one process
 running the whole plan writes, bit for bit (only the provenance fields differ).
+
+A shard file may be damaged or crafted: its "shard" and "plan" entries are checked to be objects
+of the expected integers and text before they are used (a CacheError naming the file), and a
+count of shards claiming a trillion is answered by naming only the first few absent.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,17 +24,48 @@ from umt.cache.errors import CacheError
 from umt.cache.format import CacheWriter, Status
 from umt.cache.lock import exclusive_lock
 from umt.cache.manifest import created_now, dumps, identity, ids_digest, mismatches
-from umt.cache.reader import FeatureCache
+from umt.cache.reader import FeatureCache, is_umt_cache, shown
 
 #: Rows copied per read; bounds memory at about 25 MB (float32) whatever the cache size.
 COPY_ROWS = 64
+#: Absent shard indices named in the error; a crafted count may claim a trillion shards.
+SHOWN_ABSENT = 10
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _shard_of(cache: FeatureCache) -> tuple[int, int]:
+    """(K, N) of the shard's --shard K/N."""
     shard = cache.manifest.get("shard")
     if not isinstance(shard, dict):
         raise CacheError(f"{cache.path} is not a shard (it was not made with --shard K/N)")
-    return int(shard["index"]), int(shard["count"])
+    index, count = shard.get("index"), shard.get("count")
+    if not (_is_int(index) and _is_int(count) and 1 <= index <= count):
+        raise CacheError(
+            f"{cache.path} is damaged: its manifest's shard is {shown(shard)}, "
+            'not {"index": K, "count": N} with integers 1 <= K <= N'
+        )
+    return index, count
+
+
+def _plan_of(cache: FeatureCache) -> tuple[int, str]:
+    """(total, ids_sha256) of the plan the shard was cut from."""
+    plan = cache.manifest.get("plan")
+    if plan is None:
+        raise CacheError(f"{cache.path} is damaged: its manifest has no plan (the id list the shards were cut from)")
+    if not (isinstance(plan, dict) and _is_int(plan.get("total")) and isinstance(plan.get("ids_sha256"), str)):
+        raise CacheError(
+            f"{cache.path} is damaged: its manifest's plan is {shown(plan)}, "
+            "not an object with an integer total and an ids_sha256 text"
+        )
+    return plan["total"], plan["ids_sha256"]
+
+
+def _absent(present: set[int], count: int) -> list[int]:
+    """The first SHOWN_ABSENT indices of 1..count not in ``present``, without walking all of a huge count."""
+    return list(itertools.islice((i for i in range(1, count + 1) if i not in present), SHOWN_ABSENT))
 
 
 def _check_complete_set(caches: Sequence[FeatureCache]) -> list[FeatureCache]:
@@ -45,9 +81,11 @@ def _check_complete_set(caches: Sequence[FeatureCache]) -> list[FeatureCache]:
     if len(counts) != 1:
         raise CacheError(f"the shards come from different splits (--shard K/N with N = {sorted(counts)})")
     (count,) = counts
-    absent = sorted(set(range(1, count + 1)) - set(by_index))
-    if absent:
-        raise CacheError(f"shards {absent} of {count} are missing; pass all {count} shard files")
+    missing = count - len(by_index)  # every index lies in 1..count
+    if missing:
+        absent = _absent(set(by_index), count)
+        more = f" and {missing - len(absent)} more" if missing > len(absent) else ""
+        raise CacheError(f"shards {absent}{more} of {count} are missing; pass all {count} shard files")
     return [by_index[i] for i in range(1, count + 1)]
 
 
@@ -93,15 +131,19 @@ def merge_shards(out: Path, shard_paths: Sequence[Path], overwrite: bool = False
         raise CacheError("no shard files given")
     if out.exists() and not overwrite:
         raise CacheError(f"{out} already exists; pass --overwrite to replace it")
+    if (out.exists() or out.is_symlink()) and not is_umt_cache(out):
+        raise CacheError(f"{out} exists and is not a umt feature cache; umt replaces only its own caches: choose "
+                         "another output")
     shards = _check_complete_set([FeatureCache(p) for p in shard_paths])
     try:
+        plans = [_plan_of(cache) for cache in shards]  # each one well formed; equal once the settings agree
         _check_same_settings(shards)
         sources = _sources(shards)
-        plan = shards[0].manifest.get("plan", {})
+        total, digest = plans[0]
         ids = [image_id for image_id, _, _ in sources]
-        if len(ids) != plan.get("total") or ids_digest(ids) != plan.get("ids_sha256"):
+        if len(ids) != total or ids_digest(ids) != digest:
             raise CacheError(
-                f"the shards hold {len(ids)} ids but their plan has {plan.get('total')} "
+                f"the shards hold {len(ids)} ids but their plan has {total} "
                 "(or other ids): they are not the complete output of one sharded run"
             )
         counts = {s.label: 0 for s in Status}

@@ -38,16 +38,20 @@ def _shard_key(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def existing_is_current(out: Path, manifest: dict[str, Any], overwrite: bool) -> bool:
     """True when ``out`` already holds this manifest's cache; refuses a different one unless ``overwrite``."""
-    from umt.cache.reader import FeatureCache  # h5py: loaded after the lock is held
+    from umt.cache.reader import FeatureCache, is_umt_cache  # h5py: loaded after the lock is held
 
-    if not out.exists():
+    if not out.exists() and not out.is_symlink():
         return False
     try:
         with FeatureCache(out) as existing:
             found = existing.manifest
     except CacheError as e:
-        if overwrite:
+        if overwrite and is_umt_cache(out):
             return False
+        if not is_umt_cache(out):
+            raise CacheError(
+                f"{out} exists and is not a umt feature cache; umt replaces only its own caches: choose another --out"
+            ) from None
         raise CacheError(f"{out} exists and is not a usable umt cache ({e}); pass --overwrite to replace it") from e
     problems = mismatches(_shard_key(found), _shard_key(manifest))
     if not problems:

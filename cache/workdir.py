@@ -83,9 +83,16 @@ class Plan:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Plan:
-        k, n = data["shard"]
-        return cls(list(data["ids"]), int(data["chunk_size"]), (int(k), int(n)), dict(data["fingerprint"]))
+    def from_json(cls, data: dict[str, Any], origin: Path | None = None) -> Plan:
+        """A stored plan; one that is not what :meth:`to_json` wrote is a CacheError naming ``origin``."""
+        try:
+            k, n = data["shard"]
+            ids, chunk_size = data["ids"], int(data["chunk_size"])
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or chunk_size < 1:
+                raise TypeError("ids must be a list of strings and chunk_size positive")
+            return cls(ids, chunk_size, (int(k), int(n)), dict(data["fingerprint"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CacheError(f"{origin or 'the plan'} is damaged ({type(e).__name__}: {e})") from None
 
 
 @dataclass
@@ -237,9 +244,14 @@ def read_plan(root: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        plan = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise CacheError(f"{path} is damaged ({e}); delete {root} to start over") from e
+        raise CacheError(f"{path} is damaged ({' '.join(str(e).split())[:160]}); delete {root} to start over") from e
+    except RecursionError:
+        raise CacheError(f"{path} is damaged (nested too deeply); delete {root} to start over") from None
+    if not isinstance(plan, dict):
+        raise CacheError(f"{path} is damaged (not a JSON object); delete {root} to start over")
+    return plan
 
 
 def count_done(root: Path) -> tuple[int, int] | None:
@@ -247,6 +259,6 @@ def count_done(root: Path) -> tuple[int, int] | None:
     stored = read_plan(root)
     if stored is None:
         return None
-    work = WorkDir(root, Plan.from_json(stored))
+    work = WorkDir(root, Plan.from_json(stored, root / PLAN_FILE))
     assigned = work.plan.assigned_chunks()
     return len(assigned) - len(work.missing_chunks()), len(assigned)

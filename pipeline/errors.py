@@ -9,6 +9,8 @@ errors stay ordinary exceptions and keep their tracebacks.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 from umt.cache.errors import CacheError
@@ -33,7 +35,15 @@ class ConfigError(UmtError):
     """Bad options or a run directory / model that cannot be loaded."""
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known name closest to ``name`` (case, ``_`` and ``-`` aside), or ""."""
+    spelled = {k.lower().replace("_", "-"): k for k in known}
+    key = name.lower().replace("_", "-")
+    close = [key] if key in spelled else difflib.get_close_matches(key, list(spelled), n=1, cutoff=0.6)
+    return f" (did you mean {spelled[close[0]]!r}?)" if close else ""
+
+
 #: Every error the command line reports as one line.
 USER_ERRORS = (UmtError, CacheError)
 
-__all__ = ["USER_ERRORS", "CacheError", "ConfigError", "DataFormatError", "UmtError"]
+__all__ = ["USER_ERRORS", "CacheError", "ConfigError", "DataFormatError", "UmtError", "did_you_mean"]

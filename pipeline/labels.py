@@ -164,7 +164,11 @@ class LabelVocab:
 
     @classmethod
     def from_json(cls, d: dict) -> LabelVocab:
-        return cls(tuple(d["labels"]))
+        """A vocabulary read back from a file; anything but a canonical list of labels is a ValueError."""
+        labels = d["labels"] if isinstance(d, dict) else None
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise ValueError("expected {\"labels\": [\"O\", \"B-<type>\", ...]}")
+        return cls(tuple(labels))
 
 
 def conversion_matrix(vocab: LabelVocab, esd_labels: Sequence[str] = ESD_LABELS) -> torch.Tensor:

@@ -10,6 +10,13 @@
 
 A model that reads no images (a text-only recipe, or a run trained ``--no-images``) ignores
 them; :attr:`PostTagger.ignores_images` says so, and ``umt predict`` tells the user once.
+
+A post's ``image`` comes from an input file, so it names a file inside the image folders it is
+looked for in (``images_dir``, then the input's own folder): an absolute path, ``..`` or a link
+out of the folder is refused (``umt.pipeline.data.images``), unless ``any_image_path`` says the
+input is trusted. Images given to :meth:`PostTagger.tag` from Python with no ``images_dir`` are
+the program's own paths and are used as they are. Messages name the options of the front end
+the tagger serves (``--images DIR`` on the command line, ``images_dir=`` in Python).
 """
 
 from __future__ import annotations
@@ -18,13 +25,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from umt.pipeline.data.images import resolve_image
+from umt.pipeline.data.images import IMAGE_EXTENSIONS, ImagePathError, resolve_image
 from umt.pipeline.data.new_posts import BadLine, NewPost, from_text
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.run_dir import TrainedRun
 from umt.pipeline.tagging import Tagged
 from umt.pipeline.text.tweets import check_style
+
+#: How each front end spells the options a message may point to.
+OPTION_NAMES = {
+    "python": {"images": "images_dir=", "image_cache": "image_cache=", "weights": "weights=",
+               "any_image_path": "any_image_path=True"},
+    "cli": {"images": "--images DIR", "image_cache": "--image-cache DIR", "weights": "--weights PATH",
+            "any_image_path": "--any-image-path"},
+}
 
 
 @dataclass
@@ -56,10 +71,16 @@ class PostTagger:
         weights: str | None = None,
         image_cache: Path | None = None,
         batch_size: int | None = None,
+        any_image_path: bool = False,
+        max_image_bytes: int | None = None,
+        max_cache_bytes: int | None = None,
+        front_end: str = "python",
     ):
         self.run = run
         self.style = check_style(style or run.config.token_style)
-        self.images_dir = images_dir
+        self.images_dir = Path(images_dir) if images_dir is not None else None
+        self.any_image_path = any_image_path
+        self.names = OPTION_NAMES[front_end]
         cfg = run.config.train_cfg
         cfg = replace(cfg, eval_batch_size=batch_size or cfg.eval_batch_size, num_workers=0)  # grids are in memory
         self.predictor = replace(run.predictor(), cfg=cfg)
@@ -74,8 +95,11 @@ class PostTagger:
         else:
             from umt.pipeline.vision.online import ImageFeaturizer
 
+            limits = {"max_image_bytes": max_image_bytes, "max_cache_bytes": max_cache_bytes}
             self.featurizer = ImageFeaturizer(
-                run.config.features or {}, weights=weights, cache_dir=image_cache, device=run.device
+                run.config.features or {}, weights=weights, cache_dir=image_cache, device=run.device,
+                cache_option=self.names["image_cache"], weights_option=self.names["weights"],
+                **{k: v for k, v in limits.items() if v is not None},
             )
 
     def _image_keys(
@@ -96,14 +120,9 @@ class PostTagger:
                 else:
                     keys[i] = post.image
                 continue
-            path = resolve_image(self.images_dir, post.image)
-            if path is None and base is not None:
-                path = resolve_image(base, post.image)
-            if path is None:
-                where = f" (looked in {self.images_dir})" if self.images_dir is not None else " (use --images DIR)"
-                problems[i] = f"image {post.image!r} not found{where}"
-            else:
-                paths[i] = path
+            paths[i], problem = self._find(post.image, base)
+            if problem is not None:
+                problems[i] = problem
         if self.featurizer is not None:
             wanted = [i for i, path in enumerate(paths) if path is not None]
             for i, outcome in zip(wanted, self.featurizer.featurize([paths[i] for i in wanted]), strict=True):
@@ -113,6 +132,24 @@ class PostTagger:
                 else:
                     keys[i] = outcome.key
         return keys, paths, problems
+
+    def _find(self, image: str, base: Path | None) -> tuple[Path | None, str | None]:
+        """The file a post's ``image`` names, or why there is none (see the module docstring)."""
+        folders = [f for f in (self.images_dir, base) if f is not None]
+        hint = "" if self.images_dir is not None else f"; pass {self.names['images']}"
+        if self.any_image_path or not folders:
+            found = _anywhere(image, folders)
+            where = ", ".join(str(f) for f in folders) or "the current folder"
+            return found, None if found is not None else f"image {image!r} not found (looked in {where}){hint}"
+        for folder in folders:
+            try:
+                found = resolve_image(folder, image)
+            except ImagePathError as e:
+                return None, f"{e}; pass {self.names['any_image_path']} to allow any path"
+            if found is not None:
+                return found, None
+        where = " and ".join(str(f) for f in folders)
+        return None, f"image {image!r} not found (looked in {where}){hint}"
 
     def _features(self):
         if self.cache is not None:
@@ -165,5 +202,20 @@ class PostTagger:
                 posts.append(from_tokens(list(item), line=i + 1, image=image))
         results, bad = self.tag_posts(posts)
         if bad:
-            raise ConfigError(f"post {bad[0].line - 1}: {bad[0].reason}")
+            raise ConfigError(f"texts[{bad[0].line - 1}]: {bad[0].reason}")
         return [r.to_json() for r in results]
+
+
+def _anywhere(image: str, folders: list[Path]) -> Path | None:
+    """The file for ``image`` taken as any path: itself when absolute, else under each folder (the
+    current one when none), as named or with an image extension; only regular files count."""
+    path = Path(image).expanduser()
+    bases = [Path()] if path.is_absolute() or not folders else folders
+    for candidate in (b / path for b in bases):
+        for option in (candidate, *(candidate.with_name(candidate.name + ext) for ext in IMAGE_EXTENSIONS)):
+            try:
+                if option.is_file():
+                    return option
+            except OSError:
+                continue
+    return None

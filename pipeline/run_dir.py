@@ -7,39 +7,57 @@ Layout (JSON is UTF-8; scores in every file are fractions in [0, 1])::
                              the training data's tweet-tokenisation style (for ``umt predict``)
     labels.json              the BIO2 label vocabulary (order = model output ids)
     text/                    the text side's files (for Hugging Face encoders: config + tokenizer;
-                             the weights live in the checkpoint)
-    best.pt                  model state_dict of the epoch with the best dev F1 (+ epoch, dev F1)
+                             the weights live in model.safetensors)
+    model.safetensors        model state_dict of the epoch with the best dev F1 (safetensors; its
+                             metadata holds the epoch and the dev F1)
     last.pt                  full training state after the last completed epoch (removed when the run ends)
-    metrics.json             dev and test scores of best.pt: P/R/F1 overall and per type, both schemes
+    metrics.json             dev and test scores of the best epoch: P/R/F1 overall and per type, both schemes
     predictions_test.conll   word<TAB>gold<TAB>predicted, blank line between posts, "# image: <id>" headers
     log.jsonl                one JSON object per event (start, epoch, resume, interrupted, end)
     env.json                 package versions, device, command line
-    visual_stats.pt          channel mean/std of the training grids (only with standardize_visual)
+    visual_stats.safetensors channel mean/std of the training grids (only with standardize_visual)
+    .lock                    held while a process trains the run (see :meth:`RunDir.claimed`)
 
 A run carries everything its model needs to rebuild itself, the way flair's checkpoints carry
 their constructor arguments: :meth:`RunDir.load` reads the recipe name, the configs, the label
-vocabulary and the text side from these files and the weights from ``best.pt``, with no hub, no
-dataset and no code outside the registry. ``umt.load(path)`` is this, for users.
+vocabulary and the text side from these files and the weights from ``model.safetensors``, with
+no hub, no dataset and no code outside the registry. ``umt.load(path)`` is this, for users.
+
+A run directory is handed from person to person, so nothing in it is trusted:
+
+- no file in it can run code. Weights and statistics are safetensors (a JSON header and raw
+  numbers); the resumable state ``last.pt`` is read with ``torch.load(weights_only=True)``, which
+  rebuilds only tensors and plain containers (torch >= 2.6, where that loader is sound). Runs of
+  format version 2 (``best.pt``, ``visual_stats.pt``) load through the same weights-only reader.
+- every file is read as a regular file, never through a symbolic link, and JSON files are
+  size-checked before they are read; a damaged, oversized or ill-typed file is a ConfigError
+  naming it, never a traceback.
+- ``umt train`` writes only into an empty folder or a folder that already holds a umt run and
+  nothing else (:meth:`RunDir.claimed`), removes only the files a run writes, and holds the
+  folder's lock while it trains, so a second job on the same ``--out`` stops at once.
 
 Every file is written atomically (``umt.cache.durable``), with the umask's permissions, so a
-crash never leaves a torn file. Problems a user can meet (a damaged or truncated file, a folder
-that cannot be written) are :class:`ConfigError` s naming the file.
+crash never leaves a torn file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from umt.cache.durable import atomic_write, atomic_write_bytes
+from umt.cache.durable import TMP_TAG, atomic_write, atomic_write_bytes, open_append, read_regular
+from umt.cache.lock import file_lock
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
+from umt.pipeline.files import MAX_JSON_BYTES, JSONProblem, parse_json, read_json_file, write_json
 from umt.pipeline.labels import LabelVocab
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.text.tweets import DEFAULT_STYLE
@@ -51,15 +69,29 @@ if TYPE_CHECKING:
     from umt.pipeline.data.batching import MnerDataset
     from umt.pipeline.text.base import TextSide
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Run formats this version reads: 2 kept the weights in ``best.pt`` (read weights-only).
+READABLE_VERSIONS = (2, FORMAT_VERSION)
+#: What the safetensors metadata of a run's weights says they are.
+WEIGHTS_FORMAT = "umt-weights"
+#: How deep below a folder that is not a run ``RunDir.open`` looks for runs to suggest.
+SUGGEST_DEPTH = 3
+SUGGEST_COUNT = 5
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """``obj`` as indented UTF-8 JSON, written atomically; an unwritable place is a ConfigError."""
-    try:
-        atomic_write_bytes(path, json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
-    except OSError as e:
-        raise ConfigError(f"cannot write {path}: {e.strerror}") from None
+def _typed(data: dict, key: str, kind: type | tuple[type, ...], origin: Path, optional: bool = False) -> Any:
+    """``data[key]`` checked to be a ``kind`` (None allowed when ``optional``)."""
+    if key not in data:
+        if optional:
+            return None
+        raise ConfigError(f"{origin}: damaged run config (no {key!r})")
+    value = data[key]
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ConfigError(f"{origin}: damaged run config ({key!r} must be a {names}, found {type(value).__name__})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -76,6 +108,8 @@ class RunConfig:
     no_images: bool = False
     #: How the training data split tweets (``pipeline.text.tweets``): what ``umt predict`` uses on raw text.
     token_style: str = DEFAULT_STYLE
+    #: The run format the directory was written in (:data:`READABLE_VERSIONS`).
+    version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,41 +130,69 @@ class RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: expected a JSON object, found {type(data).__name__}")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
             raise ConfigError(
-                f"{origin}: run format version {version!r}, this umt reads version {FORMAT_VERSION}; "
-                "retrain the run with this version"
+                f"{origin}: run format version {version!r}, this umt reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; retrain the run with this version"
             )
+        text = _typed(data, "text", dict, origin)
+        if not isinstance(text.get("kind"), str):
+            raise ConfigError(f"{origin}: damaged run config (the text side has no 'kind')")
+        dataset = _typed(data, "dataset", str, origin)
+        if not dataset or dataset in (".", "..") or any(c in dataset for c in "/\\") or not dataset.isprintable():
+            raise ConfigError(f"{origin}: damaged run config (the dataset {dataset!r} is not a plain folder name)")
+        features = _typed(data, "features", dict, origin, optional=True)
+        if features is not None and not (
+            isinstance(features.get("path"), str) and isinstance(features.get("manifest"), dict)
+        ):
+            raise ConfigError(f"{origin}: damaged run config ('features' needs a 'path' and a 'manifest')")
         try:
             return cls(
-                model=data["model"],
-                dataset=data["dataset"],
-                data_root=data["data_root"],
-                model_cfg=ModelConfig.from_dict(data["model_config"]),
-                train_cfg=TrainConfig.from_dict(data["train"]),
-                text=dict(data["text"]),
-                features=data.get("features"),
-                no_images=bool(data.get("no_images", False)),
-                token_style=str(data.get("token_style", DEFAULT_STYLE)),
+                model=_typed(data, "model", str, origin),
+                dataset=dataset,
+                data_root=_typed(data, "data_root", str, origin),
+                model_cfg=ModelConfig.from_dict(_typed(data, "model_config", dict, origin)),
+                train_cfg=TrainConfig.from_dict(_typed(data, "train", dict, origin)),
+                text=dict(text),
+                features=features,
+                no_images=bool(_typed(data, "no_images", bool, origin, optional=True)),
+                token_style=_typed(data, "token_style", str, origin, optional=True) or DEFAULT_STYLE,
+                version=version,
             )
-        except (KeyError, TypeError) as e:
+        except ConfigError as e:
+            raise ConfigError(f"{origin}: damaged run config ({e})") from None
+        except (TypeError, ValueError) as e:
             raise ConfigError(f"{origin}: damaged run config ({type(e).__name__}: {e})") from None
 
 
+def _tensor_dict(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
 class RunDir:
-    """One run's folder. ``RunDir(path)`` names it; :meth:`claim` prepares it for training and
+    """One run's folder. ``RunDir(path)`` names it; :meth:`claimed` prepares it for training and
     :meth:`open` checks that it holds a finished run."""
 
     CONFIG = "config.json"
     LABELS = "labels.json"
     TEXT = "text"
-    BEST = "best.pt"
+    WEIGHTS = "model.safetensors"
     LAST = "last.pt"
     METRICS = "metrics.json"
     PREDICTIONS = "predictions_test.conll"
     LOG = "log.jsonl"
     ENV = "env.json"
-    VISUAL_STATS = "visual_stats.pt"
+    VISUAL_STATS = "visual_stats.safetensors"
+    LOCK = ".lock"
+    #: Written by format version 2; read (weights-only) so those runs still load.
+    LEGACY_WEIGHTS = "best.pt"
+    LEGACY_VISUAL_STATS = "visual_stats.pt"
+    #: Every name umt writes into a run directory (``umt eval`` adds ``eval_<data>.json``).
+    FILES = (CONFIG, LABELS, TEXT, WEIGHTS, LAST, METRICS, PREDICTIONS, LOG, ENV, VISUAL_STATS, LEGACY_WEIGHTS,
+             LEGACY_VISUAL_STATS)
+    EVAL_PATTERN = "eval_*.json"
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -149,49 +211,143 @@ class RunDir:
         """An interrupted run: at least one epoch completed, not finished."""
         return (self.path / self.LAST).is_file() and not self.finished
 
-    def claim(self, *, resume: bool, overwrite: bool) -> str:
-        """Prepare the folder for training: ``"new"``, ``"resume"`` or ``"finished"`` (skip it).
+    @classmethod
+    def written_by_umt(cls, name: str) -> bool:
+        """Whether ``name`` is a file or folder umt writes into a run directory (or its temporary file)."""
+        if name in cls.FILES or name == cls.LOCK or fnmatch.fnmatchcase(name, cls.EVAL_PATTERN):
+            return True
+        return name.startswith(".") and TMP_TAG in name and cls.written_by_umt(name[1:].split(TMP_TAG)[0])
 
-        A finished or resumable run is replaced only with ``overwrite``. A folder left by a run
-        that failed before completing an epoch holds nothing to keep and is replaced. A folder
-        that cannot be created or written is a ConfigError, before any model loads.
+    def _entries(self) -> list[str]:
+        """Names in the folder besides the lock."""
+        return sorted(name for name in os.listdir(self.path) if name != self.LOCK)
+
+    def _holds_a_run(self) -> bool:
+        """Whether ``config.json`` is a run config this umt reads (another tool's config.json is not)."""
+        try:
+            self.config()
+        except ConfigError:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def claimed(self, *, resume: bool, overwrite: bool) -> Iterator[str]:
+        """Hold the folder for training: yields ``"new"``, ``"resume"`` or ``"finished"`` (skip it).
+
+        The folder is created if absent. It is used only when it is empty or holds a umt run and
+        nothing else; anything else is refused before a file is touched, so a mistyped ``--out``
+        (``~/thesis``, ``.``) deletes nothing. A finished or resumable run is replaced only with
+        ``overwrite``; a run that failed before completing an epoch holds nothing to keep and is
+        replaced. The folder's lock is held for the block: a second process claiming it fails at
+        once, naming the holder. When the block ends and the run is neither finished nor
+        resumable (training failed or was stopped in its first epoch), the files a run writes are
+        removed, and the folder too if this claim created it and it is then empty.
         """
-        if resume and self.finished:
-            return "finished"
-        if resume and self.resumable:
-            return "resume"
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path} exists and is not a folder; choose another --out")
-        if self.path.exists() and any(self.path.iterdir()):
-            if (self.finished or self.resumable) and not overwrite:
-                hint = "--resume to continue it" if self.resumable else "--overwrite to replace it"
-                raise ConfigError(f"{self.path} already holds a run; use {hint}, or choose another --out")
-            self._clear()
+        created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"cannot create the run directory {self.path}: {e.strerror}") from None
         if not os.access(self.path, os.W_OK):
             raise ConfigError(f"cannot write into the run directory {self.path}: permission denied")
+        state = None
+        try:
+            with file_lock(self.path / self.LOCK, self._busy, ConfigError):
+                state = self._prepare(resume, overwrite)
+                try:
+                    yield state
+                finally:
+                    if self._abandoned(state):
+                        self._clear()
+        finally:
+            if created and self._abandoned(state):
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()  # only if empty: the lock is gone, a file of someone else's stays
+
+    def _abandoned(self, state: str | None) -> bool:
+        """A claim that was refused, or a new run that ended before completing an epoch."""
+        return state is None or state == "new" and not (self.finished or self.resumable)
+
+    def _busy(self, holder: str) -> str:
+        return (
+            f"{self.path} is being trained by {holder} (lock {self.path / self.LOCK}); wait for it to finish, "
+            "or choose another --out"
+        )
+
+    def _prepare(self, resume: bool, overwrite: bool) -> str:
+        entries = self._entries()
+        unknown = [name for name in entries if not self.written_by_umt(name)]
+        if unknown:
+            shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+            raise ConfigError(
+                f"{self.path} holds files umt did not write ({shown}); umt train writes only into an empty folder "
+                "or a umt run directory: choose another --out"
+            )
+        if not entries:
+            return "new"
+        if not self._holds_a_run():
+            raise ConfigError(
+                f"{self.path} holds run files but no readable umt {self.CONFIG}; remove them yourself, or choose "
+                "another --out"
+            )
+        if resume and self.finished:
+            return "finished"
+        if resume and self.resumable:
+            return "resume"
+        if (self.finished or self.resumable) and not overwrite:
+            hint = "--resume to continue it" if self.resumable else "--overwrite to replace it"
+            raise ConfigError(f"{self.path} already holds a run; use {hint}, or choose another --out")
+        self._clear()
         return "new"
 
     def _clear(self) -> None:
+        """Remove the files umt writes into a run directory, and nothing else (not the lock)."""
         try:
-            shutil.rmtree(self.path)
+            for name in self._entries():
+                path = self.path / name
+                if not self.written_by_umt(name):
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
         except OSError as e:
-            raise ConfigError(f"cannot replace {self.path}: {e.strerror}") from None
+            raise ConfigError(f"cannot replace the run in {self.path}: {e.strerror}") from None
 
     @classmethod
     def open(cls, path: Path | str) -> RunDir:
-        """A finished run (its config, labels and best checkpoint present), else a ConfigError."""
+        """A finished run (its config, labels and weights present), else a ConfigError saying what it is."""
         run = cls(path)
         if not run.path.is_dir():
             raise ConfigError(f"{run.path} is not a run directory (no such folder)")
-        for name in (cls.CONFIG, cls.LABELS, cls.BEST):
+        if not (run.path / cls.CONFIG).exists():
+            raise ConfigError(f"{run.path} is not a run directory: it has no {cls.CONFIG}{run._runs_below()}")
+        needed = (cls.LABELS, cls.WEIGHTS if not (run.path / cls.LEGACY_WEIGHTS).exists() else cls.LEGACY_WEIGHTS)
+        for name in needed:
             if not (run.path / name).exists():
                 state = "an unfinished run (continue it with umt train --resume)" if run.resumable else "not a run"
                 raise ConfigError(f"{run.path}: {state}: it has no {name}")
         return run
+
+    def _runs_below(self) -> str:
+        """``"; the runs below it: A, B"`` naming run folders under this one, or a hint."""
+        found: list[str] = []
+        for folder, subfolders, files in os.walk(self.path):
+            depth = len(Path(folder).relative_to(self.path).parts)
+            if self.CONFIG in files and depth:
+                found.append(str(Path(folder)))
+                subfolders.clear()
+            if depth >= SUGGEST_DEPTH:
+                subfolders.clear()
+            subfolders.sort()
+            if len(found) > SUGGEST_COUNT:
+                break
+        if not found:
+            return " (a run directory is the folder `umt train` wrote, e.g. runs/<dataset>/<model>/seed1)"
+        shown = ", ".join(sorted(found)[:SUGGEST_COUNT]) + (" ..." if len(found) > SUGGEST_COUNT else "")
+        return f"; the run directories below it: {shown}"
 
     # ---- files -------------------------------------------------------------------------------
 
@@ -205,15 +361,40 @@ class RunDir:
         write_json(self.path / name, obj)
 
     def read_json(self, name: str) -> Any:
+        return read_json_file(self.path / name)
+
+    def _check_regular(self, name: str) -> Path:
+        """The path of run file ``name`` once it is known to be a regular file (not a link)."""
         path = self.path / name
+        if path.is_symlink():
+            raise ConfigError(f"cannot read {path}: it is a symbolic link; umt does not follow links in a run")
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing" if not path.exists() else f"cannot read {path}: not a regular file")
+        if path.stat().st_size == 0:
+            raise ConfigError(f"{path} is empty (0 bytes): the file is damaged; train the run again")
+        return path
+
+    def save_tensors(self, name: str, tensors: dict, metadata: dict[str, str]) -> None:
+        """``tensors`` (name -> tensor) as a safetensors file, written atomically."""
+        from safetensors.torch import save
+
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path} is missing") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); the file is damaged") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read {path}: {e}") from None
+            data = save(_unshared(tensors), metadata=metadata)
+        except (ValueError, RuntimeError) as e:
+            raise ConfigError(f"cannot write {self.path / name}: {e}") from None
+        self._write(name, data)
+
+    def load_tensors(self, name: str) -> tuple[dict, dict[str, str]]:
+        """The tensors and the metadata of the safetensors file ``name`` (on the CPU)."""
+        from safetensors import safe_open
+
+        path = self._check_regular(name)
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+            raise ConfigError(f"{path} cannot be read ({_first_sentence(e)}): the file is damaged or truncated; "
+                              "train the run again") from None
 
     def save_torch(self, name: str, obj: Any) -> None:
         import torch
@@ -224,22 +405,23 @@ class RunDir:
             raise ConfigError(f"cannot write {self.path / name}: {e.strerror}") from None
 
     def load_torch(self, name: str) -> Any:
+        """A torch file read with the weights-only unpickler: tensors and plain containers, no code."""
+        import pickle
+
         import torch
 
-        path = self.path / name
+        path = self._check_regular(name)
         try:
-            size = path.stat().st_size
-        except OSError:
-            raise ConfigError(f"{path} is missing") from None
-        if size == 0:
-            raise ConfigError(f"{path} is empty (0 bytes): the file is damaged; train the run again")
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # any parse failure of a user's file: truncated, corrupt, not torch
-            reason = " ".join(str(e).split()).split(". ")[0][:160]  # torch's first sentence says what failed
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
             raise ConfigError(
-                f"{path} cannot be read ({type(e).__name__}: {reason}): the file is damaged or truncated; "
-                "train the run again"
+                f"{path} holds objects other than tensors and plain values ({_first_sentence(e)}); umt does not "
+                "load it, because unpickling such a file can run code"
+            ) from None
+        except Exception as e:  # noqa: BLE001 - any parse failure of a user's file: truncated, corrupt, not torch
+            raise ConfigError(
+                f"{path} cannot be read ({type(e).__name__}: {_first_sentence(e)}): the file is damaged or "
+                "truncated; train the run again"
             ) from None
 
     def write_config(self, config: RunConfig) -> None:
@@ -263,39 +445,68 @@ class RunDir:
         return self.path / self.TEXT
 
     def save_text(self, text: TextSide) -> None:
-        if self.text_dir.exists():
-            shutil.rmtree(self.text_dir)
         try:
+            if self.text_dir.is_symlink() or self.text_dir.is_file():
+                self.text_dir.unlink()
+            elif self.text_dir.exists():
+                shutil.rmtree(self.text_dir)
             self.text_dir.mkdir(parents=True)
             text.save(self.text_dir)
         except OSError as e:
             raise ConfigError(f"cannot write {self.text_dir}: {e.strerror}") from None
 
+    def checked_text_dir(self) -> Path:
+        """``text/``, once it is known to be a folder of regular files (no links out of the run)."""
+        folder = self.text_dir
+        if folder.is_symlink() or not folder.is_dir():
+            what = "a symbolic link" if folder.is_symlink() else "missing"
+            raise ConfigError(f"{folder} is {what}: the run is damaged")
+        for entry in os.scandir(folder):
+            if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+                raise ConfigError(f"{folder / entry.name}: not a regular file; a run's text/ holds only files")
+        return folder
+
     def save_visual_stats(self, stats) -> None:
-        self.save_torch(self.VISUAL_STATS, stats.state())
+        self.save_tensors(self.VISUAL_STATS, {"mean": stats.mean, "std": stats.std}, {"images": str(stats.images)})
 
     def visual_stats(self):
         """The run's visual standardisation statistics, or None when it trained without."""
         from umt.pipeline.data.visual_stats import VisualStats
 
-        if not (self.path / self.VISUAL_STATS).is_file():
+        if (self.path / self.VISUAL_STATS).exists() or (self.path / self.VISUAL_STATS).is_symlink():
+            tensors, metadata = self.load_tensors(self.VISUAL_STATS)
+            state = {**tensors, "images": metadata.get("images", "0")}
+            origin = self.path / self.VISUAL_STATS
+        elif (self.path / self.LEGACY_VISUAL_STATS).exists():
+            state, origin = self.load_torch(self.LEGACY_VISUAL_STATS), self.path / self.LEGACY_VISUAL_STATS
+        else:
             return None
-        return VisualStats.from_state(self.load_torch(self.VISUAL_STATS))
+        try:
+            return VisualStats.from_state(state)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{origin}: damaged visual statistics ({e})") from None
 
     def save_best(self, state_dict: dict, epoch: int, dev_f1: float) -> None:
-        self.save_torch(self.BEST, {"model": state_dict, "epoch": epoch, "dev_f1": dev_f1})
+        metadata = {"format": WEIGHTS_FORMAT, "epoch": str(epoch), "dev_f1": repr(float(dev_f1))}
+        self.save_tensors(self.WEIGHTS, state_dict, metadata)
 
     def best_weights(self) -> dict:
-        state = self.load_torch(self.BEST)
-        if not isinstance(state, dict) or "model" not in state:
-            raise ConfigError(f"{self.path / self.BEST} is not a umt checkpoint (no model weights)")
+        """The best epoch's state dict (``model.safetensors``; ``best.pt`` in a format-2 run)."""
+        if (self.path / self.WEIGHTS).exists() or (self.path / self.WEIGHTS).is_symlink():
+            return self.load_tensors(self.WEIGHTS)[0]
+        state = self.load_torch(self.LEGACY_WEIGHTS)
+        if not isinstance(state, dict) or not _tensor_dict(state.get("model")):
+            raise ConfigError(f"{self.path / self.LEGACY_WEIGHTS} is not a umt checkpoint (no model weights)")
         return state["model"]
 
     def save_state(self, state: dict) -> None:
         self.save_torch(self.LAST, state)
 
     def state(self) -> dict:
-        return self.load_torch(self.LAST)
+        state = self.load_torch(self.LAST)
+        if not isinstance(state, dict) or not _tensor_dict(state.get("model")):
+            raise ConfigError(f"{self.path / self.LAST} is not a umt training state (no model weights)")
+        return state
 
     def finish(self, metrics: dict, posts: Sequence[Post], predictions: Sequence[Sequence[str]]) -> None:
         """Write metrics and test predictions, drop the resumable state: the run is finished."""
@@ -316,20 +527,38 @@ class RunDir:
         self._write(name, ("\n".join(lines) + "\n").encode("utf-8"))
 
     def log(self, record: dict) -> None:
-        """Append one event to ``log.jsonl`` (one write call per line, flushed)."""
+        """Append one event to ``log.jsonl`` (one write call per line, flushed; never through a link)."""
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
         try:
-            with open(self.path / self.LOG, "a", encoding="utf-8") as handle:
+            with open_append(self.path / self.LOG) as handle:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 handle.flush()
         except OSError as e:
-            raise ConfigError(f"cannot write {self.path / self.LOG}: {e.strerror}") from None
+            raise ConfigError(f"cannot write {self.path / self.LOG}: {e.strerror or e}") from None
 
     def events(self) -> list[dict]:
+        """The events of ``log.jsonl`` (none if it is absent; lines that are not objects skipped); a
+        damaged line is a ConfigError naming it."""
         path = self.path / self.LOG
-        if not path.is_file():
+        if not path.is_file() and not path.is_symlink():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            lines = read_regular(path, MAX_JSON_BYTES).decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"cannot read {path}: not UTF-8 text ({e.reason})") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+        events = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                event = parse_json(line)
+            except JSONProblem as e:
+                raise ConfigError(f"{path}:{number}: not valid JSON ({e.reason}); the file is damaged") from None
+            if isinstance(event, dict):
+                events.append(event)
+        return events
 
     def write_env(self, device: Any) -> None:
         from umt.pipeline.environment import environment
@@ -344,6 +573,9 @@ class RunDir:
         from umt.pipeline.models.registry import get_recipe
 
         config = self.config()
+        # How to compute is this machine's business, not the run's: no more loader workers than cores.
+        runtime = {"num_workers": min(config.train_cfg.num_workers, os.cpu_count() or 1), "compile": False}
+        config = replace(config, train_cfg=replace(config.train_cfg, **runtime))
         vocab = self.labels()
         recipe = get_recipe(config.model)
         side = recipe.text_side()
@@ -352,19 +584,58 @@ class RunDir:
                 f"{self.path / self.CONFIG}: the run's text side is {config.text.get('kind')!r} but model "
                 f"{config.model!r} now reads {side.kind!r}"
             )
-        model_cfg = replace(config.model_cfg, pretrained_encoder=False)  # every weight is in best.pt
-        text = side.load(self.text_dir, model_cfg, config.train_cfg)
+        model_cfg = replace(config.model_cfg, pretrained_encoder=False)  # every weight is in the run's weights
+        text = side.load(self.checked_text_dir(), model_cfg, config.train_cfg)
+        weights = self.best_weights()
+        self._check_fit(lambda: recipe.build(model_cfg, vocab, text), weights)
         model = recipe.build(model_cfg, vocab, text)
-        try:
-            model.load_state_dict(self.best_weights())
-        except RuntimeError as e:
-            reason = " ".join(str(e).split())[:300]
-            raise ConfigError(
-                f"{self.path / self.BEST} does not fit the model its config describes: {reason}"
-            ) from None
+        model.load_state_dict(weights)
         resolved = resolve_device(device) if isinstance(device, str) else device
         model.to(resolved).eval()
         return TrainedRun(self, config, model, vocab, text, recipe.multimodal, resolved)
+
+
+    def _check_fit(self, build, weights: dict) -> None:
+        """The model the run's files describe, built without memory (on the meta device), has
+        exactly the weights' names and shapes: else a ConfigError, before a crafted config or
+        label vocabulary can make the real build allocate whatever sizes it names."""
+        import torch
+
+        with torch.device("meta"):
+            expected = {name: tuple(t.shape) for name, t in build().state_dict().items()}
+        found = {name: tuple(t.shape) for name, t in weights.items()}
+        if expected == found:
+            return
+        name = self.WEIGHTS if (self.path / self.WEIGHTS).exists() else self.LEGACY_WEIGHTS
+        missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        shapes = [f"{k}: {found[k]} in the file, {expected[k]} in the model" for k in sorted(set(expected) & set(found))
+                  if found[k] != expected[k]]
+        problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
+            [f"unexpected {', '.join(unexpected[:3])}"] if unexpected else []) + shapes[:3]
+        raise ConfigError(
+            f"{self.path / name} does not fit the model its config and labels describe: {'; '.join(problems)[:400]}"
+        )
+
+
+def _first_sentence(error: Exception) -> str:
+    """A library error's first sentence, on one line (torch's and safetensors' messages run long)."""
+    return " ".join(str(error).split()).split(". ")[0][:160]
+
+
+def _unshared(tensors: dict) -> dict:
+    """The state dict with every tensor contiguous and owning its whole storage: safetensors
+    refuses tensors that share memory (tied weights, views of one buffer)."""
+    out, seen = {}, set()
+    for key, tensor in tensors.items():
+        tensor = tensor.detach()
+        storage = tensor.untyped_storage()
+        shared = storage.data_ptr() in seen or storage.nbytes() != tensor.nbytes or not tensor.is_contiguous()
+        if tensor.numel() and shared:
+            tensor = tensor.clone().contiguous()
+        if tensor.numel():
+            seen.add(tensor.untyped_storage().data_ptr())
+        out[key] = tensor
+    return out
 
 
 @dataclass

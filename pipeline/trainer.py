@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -209,7 +210,7 @@ def fit(
     stop_after_epoch: Callable[[int], bool] | None = None,
     world: World | None = None,
 ) -> dict:
-    """Train, keeping the best dev checkpoint in ``run/best.pt``; returns a summary dict.
+    """Train, keeping the best dev checkpoint in ``run/model.safetensors``; returns a summary dict.
 
     ``stop_after_epoch(epoch)`` returning True ends training after that epoch as if the
     process had been killed there (tests use it to check that resuming is exact). Ctrl-C
@@ -265,6 +266,21 @@ class _Loop:
         if not self.run.resumable:
             raise ConfigError(f"{self.run.path}: nothing to resume (no {RunDir.LAST}); start the run without --resume")
         state = self.run.state()
+        try:
+            self._load_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            reason = " ".join(str(e).split())[:200]
+            raise ConfigError(
+                f"{self.run.path / RunDir.LAST} does not fit this run ({type(e).__name__}: {reason}); "
+                "start the run again with --overwrite"
+            ) from None
+        self._log({"event": "resume", "epoch": self.start_epoch})
+        self.console.print(
+            f"resuming {escape(str(self.run.path))} at epoch {self.start_epoch + 1}/{self.cfg.epochs} "
+            f"(best dev F1 {pct(self.best_f1)})"
+        )
+
+    def _load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -274,12 +290,10 @@ class _Loop:
         torch.set_rng_state(by_rank[self.world.rank] if len(by_rank) == self.world.size else state["rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None and not self.world.distributed:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.start_epoch, self.best_f1, self.best_epoch = state["epoch"] + 1, state["best_f1"], state["best_epoch"]
-        self._log({"event": "resume", "epoch": self.start_epoch})
-        self.console.print(
-            f"resuming {self.run.path} at epoch {self.start_epoch + 1}/{self.cfg.epochs} "
-            f"(best dev F1 {pct(self.best_f1)})"
-        )
+        epoch, best_f1, best_epoch = state["epoch"], state["best_f1"], state["best_epoch"]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (epoch, best_f1, best_epoch)):
+            raise TypeError("epoch, best_f1 and best_epoch must be numbers")
+        self.start_epoch, self.best_f1, self.best_epoch = int(epoch) + 1, float(best_f1), int(best_epoch)
 
     def _log(self, record: dict) -> None:
         if self.world.main:

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from umt.cache.errors import CacheError
 from umt.cache.reader import FeatureCache
@@ -29,10 +31,12 @@ def run(request: CacheInfoRequest, console: Console | None = None) -> None:
                 f"({done} of {total} chunks done); run the same umt extract-images command to finish it"
             )
     with FeatureCache(path) as cache:
-        manifest = Table(title=f"{path} ({path.stat().st_size / BYTES_PER_MB:.1f} MB on disk)", show_header=False)
+        size = path.stat().st_size / BYTES_PER_MB
+        manifest = Table(title=escape(f"{path} ({size:.1f} MB on disk)"), show_header=False)
         manifest.add_column("key", style="bold")
         manifest.add_column("value", overflow="fold")
         for key, value in sorted(cache.manifest.items()):
-            manifest.add_row(key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            manifest.add_row(Text(key), Text(shown))
         console.print(manifest)
         cache_summary(console, cache, request.max_failures)

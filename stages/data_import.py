@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from umt.pipeline.data.importers import IMPORTERS, Imported
 from umt.stages.requests import DataImportRequest
@@ -18,11 +19,11 @@ def run(request: DataImportRequest, console: Console | None = None) -> Imported:
     root = Path(request.data_root) if request.data_root is not None else Path("data")
     result = IMPORTERS[request.format](Path(request.source), root, request.name, overwrite=request.overwrite)
     counts = ", ".join(f"{n} {split}" for split, n in result.posts.items())
-    console.print(f"imported {request.source} as {request.name}: {counts} posts into {result.folder}")
-    console.print(f"{result.copied} images copied into {result.images}")
+    console.print(escape(f"imported {request.source} as {request.name}: {counts} posts into {result.folder}"))
+    console.print(escape(f"{result.copied} images copied into {result.images}"))
     if result.missing:
         shown = ", ".join(result.missing[:_LISTED]) + (" ..." if len(result.missing) > _LISTED else "")
-        console.print(f"[yellow]warning:[/] {len(result.missing)} image reference(s) have no file: {shown}")
+        console.print(f"[yellow]warning:[/] {len(result.missing)} image reference(s) have no file: {escape(shown)}")
     console.print(
         f"next: umt extract-images --dataset {request.name} --data-root {root}; "
         f"umt train --dataset {request.name} --data-root {root}"

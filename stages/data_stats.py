@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from umt.pipeline.data.images import resolve_image
+from umt.pipeline.data.images import ImagePathError, resolve_image
 from umt.pipeline.data.layout import default_data_root, images_dir, load_dataset
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import UmtError
@@ -41,6 +43,14 @@ class SplitStats:
     missing_images: int | None  # distinct ids without a file; None when no image folder
 
 
+def _has_file(images: Path, image: str) -> bool:
+    """Whether the id has a usable file (one linking out of the folder is not: extraction refuses it)."""
+    try:
+        return resolve_image(images, image) is not None
+    except ImagePathError:
+        return False
+
+
 def split_stats(split: str, posts: Sequence[Post], images: Path | None) -> SplitStats:
     entities: Counter[str] = Counter()
     i_openers = 0
@@ -51,7 +61,7 @@ def split_stats(split: str, posts: Sequence[Post], images: Path | None) -> Split
             entities[entity_type] += 1
             i_openers += split_label(post.labels[start])[0] == INSIDE
     image_ids = frozenset(post.image for post in posts if post.image is not None)
-    missing = None if images is None else sum(resolve_image(images, i) is None for i in image_ids)
+    missing = None if images is None else sum(not _has_file(images, i) for i in image_ids)
     return SplitStats(
         split=split,
         posts=len(posts),
@@ -80,7 +90,7 @@ def stats_table(title: str, stats: Sequence[SplitStats]) -> Table:
         table.add_column(s.split, justify="right")
 
     def row(name: str, values: Sequence[object], style: str | None = None) -> None:
-        table.add_row(name, *(f"{v:,}" if isinstance(v, int) else str(v) for v in values), style=style)
+        table.add_row(Text(name), *(f"{v:,}" if isinstance(v, int) else Text(str(v)) for v in values), style=style)
 
     row("tweets", [s.posts for s in stats], style="bold")
     row("tokens", [s.tokens for s in stats])
@@ -109,10 +119,10 @@ def run(request: DataStatsRequest, console: Console | None = None) -> list[Split
     folder = images if images is not None else images_dir(root, dataset)
     found = folder if folder.is_dir() else None
     stats = dataset_stats(load_dataset(root, dataset), found)
-    console.print(stats_table(f"{dataset} ({root})", stats))
+    console.print(stats_table(escape(f"{dataset} ({root})"), stats))
     total = stats[-1]
     if found is None:
-        console.print(f"No image folder at {folder}: missing image files not counted (see --images).")
+        console.print(f"No image folder at {escape(str(folder))}: missing image files not counted (see --images).")
     if total.i_openers:
         console.print(
             f"{total.i_openers:,} I- tags open an entity (after O or another type): counted as entities, as "

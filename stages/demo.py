@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from umt.pipeline.data.layout import load_dataset
@@ -63,7 +64,7 @@ def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
     console.rule("[bold]1. synthetic sample")
     generate_synthetic(data_root, DATASET, seed=cfg.seed)
     splits = load_dataset(data_root, DATASET)
-    console.print(f"{data_root / DATASET}: " + ", ".join(f"{len(v)} {k}" for k, v in splits.items()))
+    console.print(escape(f"{data_root / DATASET}: " + ", ".join(f"{len(v)} {k}" for k, v in splits.items())))
 
     console.rule("[bold]2. extract-images (ResNet-152, random weights)")
     cache_path = data_root / f"{DATASET}_resnet152.h5"
@@ -81,7 +82,7 @@ def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
         cfg.out / "tiny-encoder", sample_words(splits), hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
         seed=cfg.seed,
     )
-    console.print(f"random-initialised BERT ({cfg.layers} layers, hidden {cfg.hidden}) at {encoder}")
+    console.print(escape(f"random-initialised BERT ({cfg.layers} layers, hidden {cfg.hidden}) at {encoder}"))
 
     results: dict[str, dict] = {}
     for name in MODELS:
@@ -116,7 +117,7 @@ def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
         "survives an untrained ResNet, not real-tweet quality.\n"
         f"Dev F1 (model selection): "
         + ", ".join(f"{n} {pct(results[n]['valid'][PRIMARY]['f1'])}" for n in MODELS)
-        + f"\nTotal time {time.perf_counter() - started:.0f}s; runs in {cfg.out / 'runs'}"
+        + f"\nTotal time {time.perf_counter() - started:.0f}s; runs in {escape(str(cfg.out / 'runs'))}"
     )
     return results
 

@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from umt.pipeline.data.layout import load_split, read_posts, require_labels
 from umt.pipeline.errors import ConfigError
+from umt.pipeline.files import same_file
 from umt.pipeline.run_dir import RunDir, write_json
 from umt.pipeline.tables import metrics_table
 from umt.stages.requests import EvalRequest
@@ -19,6 +21,12 @@ def _target(req: EvalRequest) -> Path:
     name = Path(req.data).stem if req.data is not None else req.split
     target = Path(req.out) if req.out is not None else Path(req.run) / f"eval_{name}.json"
     folder = target.parent
+    if req.data is not None and same_file(target, Path(req.data)):
+        raise ConfigError(f"--out {target} is the --data file; write the scores to another file")
+    if any(same_file(target, Path(req.run) / name) for name in RunDir.FILES):
+        raise ConfigError(f"--out {target} is one of the run's own files; write the scores to another file")
+    if target.is_dir():
+        raise ConfigError(f"--out {target} is a folder; name the JSON file to write")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         why = "is not writable" if folder.is_dir() else ("is a file" if folder.exists() else "does not exist")
         raise ConfigError(f"cannot write the scores to {target}: the folder {folder} {why} (choose another --out)")
@@ -44,5 +52,5 @@ def run(req: EvalRequest, console: Console | None = None) -> dict:
     result = {"run": str(req.run), "data": name, **scores}
     write_json(target, result)
     console.print(metrics_table(scores, f"{config.model} ({Path(req.run).name}) on {name}"))
-    console.print(f"metrics written to {target}")
+    console.print(f"metrics written to {escape(str(target))}")
     return result

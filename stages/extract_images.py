@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from umt.cache.format import Status
 from umt.cache.manifest import fingerprint
@@ -83,7 +84,7 @@ def _extract_together(request: ExtractRequest, console: Console, world: World) -
         merge_shards(out, shards, overwrite=request.overwrite)
         for path in shards:
             path.unlink()
-        console.print(f"merged {world.size} shards into {out}")
+        console.print(f"merged {world.size} shards into {escape(str(out))}")
 
     world.barrier()
     world.on_main(merge)
@@ -109,15 +110,17 @@ def _extract(request: ExtractRequest, console: Console) -> ExtractResult:
         shard = (request.shard.index, request.shard.count) if request.shard else (1, 1)
         plan = Plan(source.ids, request.batch_size, shard, fingerprint(manifest))
         if not tx.prepare(plan, manifest):
-            console.print(f"{source.out} is up to date (same images and settings); nothing to do")
+            console.print(f"{escape(str(source.out))} is up to date (same images and settings); nothing to do")
         else:
             if tx.damaged:
                 console.print(
-                    f"[yellow]discarded {len(tx.damaged)} damaged work files in {tx.root}; computing them again"
+                    f"[yellow]discarded {len(tx.damaged)} damaged work files in {escape(str(tx.root))}; computing them "
+                    "again"
                 )
             if tx.resumed_chunks:
                 assigned = len(plan.assigned_chunks())
-                console.print(f"resuming: {tx.resumed_chunks} of {assigned} chunks already done in {tx.root}")
+                done = f"{tx.resumed_chunks} of {assigned} chunks"
+                console.print(f"resuming: {done} already done in {escape(str(tx.root))}")
             if tx.todo:
                 try:
                     processed, seconds = extract.compute_chunks(
@@ -125,7 +128,8 @@ def _extract(request: ExtractRequest, console: Console) -> ExtractResult:
                         num_workers=request.num_workers,
                     )
                 except KeyboardInterrupt:
-                    console.print(f"[yellow]stopped; finished chunks are kept in {tx.root}; run the same command again")
+                    kept = escape(str(tx.root))
+                    console.print(f"[yellow]stopped; finished chunks are kept in {kept}; run the same command again")
                     raise
             tx.commit()
             if processed:

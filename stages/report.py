@@ -11,6 +11,7 @@ import importlib.util
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from umt.cache.durable import atomic_write_bytes
 from umt.pipeline.errors import ConfigError
@@ -59,5 +60,5 @@ def run(req: ReportRequest, console: Console | None = None) -> dict:
         console.print(part)
     files = write_files(report, Path(req.out), req.formats, req.figures) if req.out is not None else []
     for path in files:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}", highlight=False)
     return {**report.to_dict(), "files": [str(p) for p in files]}

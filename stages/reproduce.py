@@ -20,7 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.features import features_path
@@ -127,7 +129,8 @@ def _check(planned: list[Planned]) -> None:
 
 
 def _plan_table(planned: list[Planned], req: ReproduceRequest) -> Table:
-    table = Table(title=f"umt reproduce: {req.dataset}, seeds {','.join(map(str, req.seeds))}", title_justify="left")
+    title = f"umt reproduce: {req.dataset}, seeds {','.join(map(str, req.seeds))}"
+    table = Table(title=escape(title), title_justify="left")
     for column in ("system", "epochs", "batch", "lr", "runs"):
         table.add_column(column, justify="left" if column in ("system", "runs") else "right")
     for item in planned:
@@ -135,7 +138,7 @@ def _plan_table(planned: list[Planned], req: ReproduceRequest) -> Table:
         train_cfg = recipe.defaulted(item.request.model_cfg, item.request.train_cfg, item.request.explicit)[1]
         states = item.states()
         summary = ", ".join(f"{states.count(s)} {s}" for s in ("finished", "resume", "to train") if s in states)
-        table.add_row(item.model, str(train_cfg.epochs), str(train_cfg.batch_size), f"{train_cfg.lr:g}", summary)
+        table.add_row(item.model, str(train_cfg.epochs), str(train_cfg.batch_size), f"{train_cfg.lr:g}", Text(summary))
     return table
 
 
@@ -155,7 +158,7 @@ def run(req: ReproduceRequest, console: Console | None = None) -> dict:
         except ConfigError:
             from umt.stages import extract_images
 
-            console.print(f"[bold]no feature cache for {req.dataset}: extracting the images first[/]")
+            console.print(f"[bold]no feature cache for {escape(req.dataset)}: extracting the images first[/]")
             extract_images.run(ExtractRequest(
                 dataset=req.dataset, data_root=req.data_root, weights=req.weights, device=req.device
             ), console=console)
@@ -176,5 +179,5 @@ def run(req: ReproduceRequest, console: Console | None = None) -> dict:
             ReportRequest(runs=req.runs / req.dataset, ablations=ablations, paper=True, out=report_dir),
             console=console,
         )
-    console.print(f"report written to {report_dir}")
+    console.print(f"report written to {escape(str(report_dir))}")
     return {"planned": {item.model: item.states() for item in planned}, "reports": reports}

@@ -190,10 +190,16 @@ class PredictRequest:
     device: str = "auto"
     batch_size: int | None = None
     chunk_size: int = 256
+    any_image_path: bool = False  # let 'image' be any path, not only a file inside --images or the input's folder
+    max_image_mb: int = 32  # an image file larger than this is refused before it is read
+    image_cache_mb: int = 2048  # the predict image cache's size cap (least recently used grids go first); 0: none
 
     def __post_init__(self) -> None:
         from umt.pipeline.data.new_posts import FORMATS
         from umt.pipeline.text.tweets import STYLES
+
+        if self.max_image_mb < 1 or self.image_cache_mb < 0:
+            raise ConfigError("--max-image-mb must be at least 1 and --image-cache-mb 0 or more")
 
         check_device_name(self.device)
         if self.format is not None and self.format not in FORMATS:

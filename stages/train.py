@@ -16,13 +16,14 @@ steps and the evaluations.
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import statistics
 import time
 from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from umt.pipeline.data.layout import load_dataset, require_labels
@@ -34,7 +35,7 @@ from umt.pipeline.labels import LabelVocab
 from umt.pipeline.metrics import PRIMARY
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.models.registry import Recipe, get_recipe
-from umt.pipeline.run_dir import RunConfig, RunDir, write_json
+from umt.pipeline.run_dir import FORMAT_VERSION, RunConfig, RunDir, write_json
 from umt.pipeline.tables import metrics_table, pct
 from umt.pipeline.text.tweets import detect_style
 from umt.pipeline.train_config import RUNTIME_FIELDS, TrainConfig
@@ -47,6 +48,11 @@ MIN_IMAGE_SHARE = 0.5
 def _resumed_configs(run: RunDir, req: TrainRequest, recipe: Recipe, seed: int) -> tuple[ModelConfig, TrainConfig]:
     """The settings a run was started with; an option given now that differs from them is refused."""
     stored = run.config()
+    if stored.version != FORMAT_VERSION:
+        raise ConfigError(
+            f"{run.path} was written by an older umt (run format {stored.version}); --resume continues runs of "
+            f"format {FORMAT_VERSION} only: finish it with the umt that started it, or start again with --overwrite"
+        )
     problems = []
     if stored.model != req.model or stored.dataset != req.dataset:
         problems.append(f"it trains {stored.model} on {stored.dataset}, not {req.model} on {req.dataset}")
@@ -91,7 +97,7 @@ class _Session:
         if recipe.multimodal and not req.no_images:
             self.features, self.features_info = open_features(req.features, req.data_root, req.dataset)
         elif req.features is not None and not recipe.multimodal:
-            console.print(f"[yellow]note:[/] {req.model} is text-only; --features is ignored")
+            console.print(f"[yellow]note:[/] {escape(req.model)} is text-only; --features is ignored")
         self._prepared: dict[Any, tuple] = {}
 
     def prepare(self, model_cfg: ModelConfig, train_cfg: TrainConfig):
@@ -154,33 +160,33 @@ def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None
 
 def _run(req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console, world: World,
          stop_after_epoch) -> list[dict]:
-    runs = []
-    for seed in req.seeds:
-        run_dir = RunDir(req.run_dir(seed))
-        state = world.on_main(lambda run_dir=run_dir: run_dir.claim(resume=req.resume, overwrite=req.overwrite))
-        if state == "resume":
-            model_cfg, train_cfg = _resumed_configs(run_dir, req, recipe, seed)
-        else:
-            model_cfg, train_cfg = req.model_cfg, replace(req.train_cfg, seed=seed)
-        if req.resume and state != "finished":
-            recipe.check_inputs(model_cfg)
-        runs.append((seed, run_dir, state, model_cfg, train_cfg))
+    with contextlib.ExitStack() as claims:  # each run folder is held (locked) until its run is done
+        runs = []
+        for seed in req.seeds:
+            run_dir = RunDir(req.run_dir(seed))
+            claim = run_dir.claimed(resume=req.resume, overwrite=req.overwrite)
+            state = world.on_main(lambda claim=claim: claims.enter_context(claim))
+            if state == "resume":
+                model_cfg, train_cfg = _resumed_configs(run_dir, req, recipe, seed)
+            else:
+                model_cfg, train_cfg = req.model_cfg, replace(req.train_cfg, seed=seed)
+            if req.resume and state != "finished":
+                recipe.check_inputs(model_cfg)
+            runs.append((seed, run_dir, state, model_cfg, train_cfg))
 
-    session = _Session(req, recipe, splits, vocab, console, world)
-    results = []
-    for _, run_dir, state, model_cfg, train_cfg in runs:
-        if state == "finished":
-            console.print(f"{run_dir.path} is finished already; skipping (remove it or use --overwrite to retrain)")
-            results.append(run_dir.metrics())
-            continue
-        try:
+        session = _Session(req, recipe, splits, vocab, console, world)
+        results = []
+        for _, run_dir, state, model_cfg, train_cfg in runs:
+            if state == "finished":
+                console.print(
+                    f"{escape(str(run_dir.path))} is finished already; skipping (remove it or use --overwrite to "
+                    "retrain)", highlight=False,
+                )
+                results.append(run_dir.metrics())
+                continue
             metrics = _train_one(session, run_dir, state == "resume", model_cfg, train_cfg, stop_after_epoch)
-        except BaseException:
-            if world.main and state == "new" and not run_dir.resumable and not run_dir.finished:
-                shutil.rmtree(run_dir.path, ignore_errors=True)  # nothing worth keeping; a rerun starts clean
-            raise
-        if metrics is not None:
-            results.append(metrics)
+            if metrics is not None:
+                results.append(metrics)
     if len(results) > 1 and world.main:
         _summarise(results, req, console)
     return results
@@ -194,11 +200,14 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
     text, data, stats = session.prepare(model_cfg, train_cfg)
     device = resolve_device(world.device(train_cfg.device))
     console.print(
-        f"[bold]{req.model}[/] on {req.dataset} (seed {train_cfg.seed}): {len(splits['train'])} train / "
-        f"{len(splits['valid'])} dev / {len(splits['test'])} test posts, {len(session.vocab)} labels, "
-        f"text {_describe(text)}, device {device}, "
-        + (f"images from {session.features_info['path']}" if session.features_info else "no images")
-        + (f", {world.size} processes" if world.distributed else "")
+        f"[bold]{escape(req.model)}[/] "
+        + escape(
+            f"on {req.dataset} (seed {train_cfg.seed}): {len(splits['train'])} train / "
+            f"{len(splits['valid'])} dev / {len(splits['test'])} test posts, {len(session.vocab)} labels, "
+            f"text {_describe(text)}, device {device}, "
+            + (f"images from {session.features_info['path']}" if session.features_info else "no images")
+            + (f", {world.size} processes" if world.distributed else "")
+        )
     )
     seed_everything(train_cfg.seed)
     model = session.recipe.build(model_cfg, session.vocab, text)
@@ -230,7 +239,7 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
         resume=resuming, console=console, stop_after_epoch=stop_after_epoch, world=world,
     )
     if not summary["completed"]:
-        console.print(f"stopped early; continue with --resume ({run.path})")
+        console.print(f"stopped early; continue with --resume ({escape(str(run.path))})")
         return None
     model.load_state_dict(run.best_weights())
     predictor = Predictor(model, text, session.vocab, train_cfg, device, world)
@@ -252,7 +261,7 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
     console.print(
         metrics_table(test_scores, f"{req.model} seed {train_cfg.seed}: test (best dev epoch {summary['best_epoch']})")
     )
-    console.print(f"run directory: {run.path}")
+    console.print(f"run directory: {escape(str(run.path))}")
     return metrics
 
 
@@ -271,7 +280,8 @@ def _summarise(results: list[dict], req: TrainRequest, console: Console) -> None
                 "values": values,
             }
     write_json(req.seeds_dir / "summary.json", {"seeds": [m["seed"] for m in results], **rows})
-    table = Table(title=f"{req.model} on {req.dataset}: {len(results)} seeds (mean ± std)", title_justify="left")
+    title = escape(f"{req.model} on {req.dataset}: {len(results)} seeds (mean ± std)")
+    table = Table(title=title, title_justify="left")
     for column in ("split", "P", "R", "F1"):
         table.add_column(column, justify="right")
     for split in ("valid", "test"):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import random
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -75,6 +78,36 @@ def write_tiny_dataset(root: Path, name: str = "tiny", sizes=(48, 12, 12), seed:
 def tiny_root(tmp_path_factory) -> Path:
     """``tiny/{train,valid,test}.txt``: 48/12/12 posts "<filler> <PER> visits <LOC> !" (read-only)."""
     return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+def encoded(img, fmt: str, **params) -> bytes:
+    """A Pillow image as the bytes of a file in ``fmt``."""
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose header claims ``width`` x ``height``: a decompression bomb's shape."""
+    from PIL import Image
+
+    data = bytearray(encoded(Image.new("L", (1, 1)), "PNG"))
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR CRC over type + data
+    return bytes(data)
+
+
+def train_request(root: Path, encoder: Path, out: Path, **kw):
+    """A TrainRequest for the tiny dataset: bert-crf (or ``model=``), 2 epochs (``train={...}`` overrides)."""
+    from umt.pipeline.models.config import ModelConfig
+    from umt.pipeline.train_config import TrainConfig
+    from umt.stages.requests import TrainRequest
+
+    settings = {"epochs": 2, "batch_size": 8, "lr": 2e-3, "warmup": 0.0, "seed": 3, **kw.pop("train", {})}
+    return TrainRequest(
+        dataset="tiny", model=kw.pop("model", "bert-crf"), data_root=root,
+        model_cfg=ModelConfig(encoder=str(encoder), heads=4), train_cfg=TrainConfig(**settings), out=out, **kw,
+    )
 
 
 def write_grid_cache(path: Path, grids: dict, settings: dict | None = None) -> Path:

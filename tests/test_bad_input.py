@@ -17,16 +17,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import train_request
 
 from umt.cache.lock import exclusive_lock
 from umt.cli import main
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.run_dir import RunDir
-from umt.pipeline.train_config import TrainConfig
 from umt.pipeline.trainer import TrainingInterrupted
 from umt.stages import train
-from umt.stages.requests import TrainRequest
+
+WEIGHTS = RunDir.WEIGHTS
 
 
 def umt(argv: list[str], capsys) -> tuple[int, str]:
@@ -42,19 +43,12 @@ def one_line_error(code: int, err: str) -> str:
     return err
 
 
-def _request(root: Path, encoder: Path, out: Path, **kw) -> TrainRequest:
-    settings = {"epochs": 2, "batch_size": 8, "lr": 2e-3, "warmup": 0.0, "seed": 3, **kw.pop("train", {})}
-    train_cfg = TrainConfig(**settings)
-    return TrainRequest(
-        dataset="tiny", model=kw.pop("model", "bert-crf"), data_root=root,
-        model_cfg=ModelConfig(encoder=str(encoder), heads=4), train_cfg=train_cfg, out=out, **kw,
-    )
 
 
 @pytest.fixture(scope="module")
 def finished_run(tiny_root, tiny_encoder_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finished") / "run"
-    train.run(_request(tiny_root, tiny_encoder_dir, out, train={"epochs": 1}))
+    train.run(train_request(tiny_root, tiny_encoder_dir, out, train={"epochs": 1}))
     return out
 
 
@@ -107,11 +101,13 @@ def test_bad_arguments_are_refused_before_torch_loads(tmp_path, tiny_root):
         "dataset folder": ["train", "--data-root", str(tmp_path / "no-root")],
         "is being written by": ["extract-images", "--images", str(images), "--out", str(locked)],
         "--split 'dev'": ["eval", str(tmp_path), "--split", "dev"],
+        "nor in the local Hugging Face cache, and this machine is offline (HF_HUB_OFFLINE); on a machine with "
+        "network run `hf download someone/absent-model": [*train_, "--encoder", "someone/absent-model"],
     }
     with exclusive_lock(locked):  # another "process" writes the cache
         done = subprocess.run(
             [sys.executable, "-c", LIGHT_CHECK, json.dumps(list(cases.values()))],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -129,9 +125,9 @@ def test_bad_arguments_are_refused_before_torch_loads(tmp_path, tiny_root):
 @pytest.mark.parametrize(
     "damage, words",
     [
-        (lambda run: (run / "best.pt").write_bytes(b""), "best.pt is empty (0 bytes)"),
-        (lambda run: (run / "best.pt").write_bytes((run / "best.pt").read_bytes()[:2000]), "damaged or truncated"),
-        (lambda run: (run / "best.pt").write_bytes(b"\x00garbage" * 100), "damaged or truncated"),
+        (lambda run: (run / WEIGHTS).write_bytes(b""), "model.safetensors is empty (0 bytes)"),
+        (lambda run: (run / WEIGHTS).write_bytes((run / WEIGHTS).read_bytes()[:2000]), "damaged or truncated"),
+        (lambda run: (run / WEIGHTS).write_bytes(b"\x00garbage" * 100), "damaged or truncated"),
         (lambda run: (run / "config.json").write_text('{"model": "x",\n  oops'), "config.json:2: not valid JSON"),
         (lambda run: (run / "labels.json").unlink(), "it has no labels.json"),
     ],
@@ -215,7 +211,7 @@ def _cache_for(root: Path, name: str) -> Path:
 def test_a_multimodal_run_without_any_image_stops_and_says_so(tiny_encoder_dir, tmp_path):
     _jsonl_dataset(tmp_path, "noimg", image_every=0)
     _cache_for(tmp_path, "noimg")
-    request = replace(_request(tmp_path, tiny_encoder_dir, tmp_path / "run", model="mt"), dataset="noimg")
+    request = replace(train_request(tmp_path, tiny_encoder_dir, tmp_path / "run", model="mt"), dataset="noimg")
     with pytest.raises(ConfigError, match="none of the 8 training posts has image features"):
         train.run(request)
     assert not (tmp_path / "run").exists()  # a failed start leaves nothing that blocks a rerun
@@ -225,7 +221,7 @@ def test_few_images_are_warned_about_with_the_count(tiny_encoder_dir, tmp_path, 
     _jsonl_dataset(tmp_path, "someimg", image_every=4)  # posts 0 and 4 name an image; both exist
     _cache_for(tmp_path, "someimg")
     request = replace(
-        _request(tmp_path, tiny_encoder_dir, tmp_path / "run", model="mt", train={"epochs": 1}), dataset="someimg"
+        train_request(tmp_path, tiny_encoder_dir, tmp_path / "run", model="mt", train={"epochs": 1}), dataset="someimg"
     )
     train.run(request)
     assert "only 2 of 8 training posts (25.0%) have image features" in capsys.readouterr().out
@@ -261,50 +257,51 @@ def test_ctrl_c_names_the_epoch_and_resume_finishes(tiny_root, tiny_encoder_dir,
 
 
 def test_ctrl_c_while_an_epoch_is_saved_lands_after_the_save(tiny_root, tiny_encoder_dir, tmp_path, monkeypatch):
-    """best.pt, last.pt and the log line of an epoch are written together: a Ctrl-C between them waits."""
+    """model.safetensors, last.pt and the log line of an epoch are written together: a Ctrl-C between them waits."""
     save_state = RunDir.save_state
 
     def interrupted_save(self, state):
-        os.kill(os.getpid(), signal.SIGINT)  # after best.pt, before last.pt
+        os.kill(os.getpid(), signal.SIGINT)  # after model.safetensors, before last.pt
         save_state(self, state)
 
     monkeypatch.setattr(RunDir, "save_state", interrupted_save)
     run = tmp_path / "run"
     with pytest.raises(TrainingInterrupted, match="interrupted after epoch 1 of 2"):
-        train.run(_request(tiny_root, tiny_encoder_dir, run))
+        train.run(train_request(tiny_root, tiny_encoder_dir, run))
     assert RunDir(run).state()["epoch"] == 0
     assert [e["event"] for e in RunDir(run).events()][-2:] == ["epoch", "interrupted"]
 
 
 def test_resume_takes_the_runs_own_settings(tiny_root, tiny_encoder_dir, tmp_path):
     run = tmp_path / "run"
-    stopped = train.run(
-        _request(tiny_root, tiny_encoder_dir, run, train={"epochs": 3, "lr": 3e-3}), stop_after_epoch=lambda e: e == 0
-    )
+    request = train_request(tiny_root, tiny_encoder_dir, run, train={"epochs": 3, "lr": 3e-3})
+    stopped = train.run(request, stop_after_epoch=lambda e: e == 0)
     assert stopped == [] and RunDir(run).resumable
     # the helper's epochs 2 and lr 2e-3, as if left at their defaults on the command line (nothing given)
-    (metrics,) = train.run(_request(tiny_root, tiny_encoder_dir, run, resume=True, explicit=frozenset()))
+    (metrics,) = train.run(train_request(tiny_root, tiny_encoder_dir, run, resume=True, explicit=frozenset()))
     config = RunDir(run).config()
     assert config.train_cfg.epochs == 3 and config.train_cfg.lr == 3e-3
     assert [e["epoch"] for e in RunDir(run).events() if e["event"] == "epoch"] == [1, 2, 3]
     assert metrics["seed"] == 3
 
 
-def test_a_run_that_failed_does_not_block_a_rerun(tiny_root, tiny_encoder_dir, tmp_path):
+def test_a_run_that_failed_does_not_block_a_rerun(finished_run, tiny_root, tiny_encoder_dir, tmp_path):
     run = tmp_path / "run"
-    bad = replace(_request(tiny_root, tiny_encoder_dir, run, model="umt", no_images=True),
+    bad = replace(train_request(tiny_root, tiny_encoder_dir, run, model="umt", no_images=True),
                   model_cfg=ModelConfig(encoder=str(tiny_encoder_dir), heads=5))
     with pytest.raises(ConfigError, match="heads=5 must divide"):
         train.run(bad)
+    assert not run.exists()  # the failed run removed the folder it had created
     run.mkdir()
-    (run / "config.json").write_text("{}")  # left by a run killed before its first epoch ended
-    (metrics,) = train.run(_request(tiny_root, tiny_encoder_dir, run, model="umt", no_images=True))
+    for name in ("config.json", "labels.json", "env.json", "log.jsonl"):  # left by a run killed in its first epoch
+        (run / name).write_bytes((finished_run / name).read_bytes())
+    (metrics,) = train.run(train_request(tiny_root, tiny_encoder_dir, run, model="umt", no_images=True))
     assert metrics["model"] == "umt"
 
 
 def test_scores_are_fractions_in_files_and_percentages_on_screen(tiny_root, tiny_encoder_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    train.run(_request(tiny_root, tiny_encoder_dir, run, train={"epochs": 1}))
+    train.run(train_request(tiny_root, tiny_encoder_dir, run, train={"epochs": 1}))
     (epoch,) = [e for e in RunDir(run).events() if e["event"] == "epoch"]
     assert 0.0 <= epoch["dev"]["f1"] <= 1.0
     assert f"dev F1 {100 * epoch['dev']['f1']:.2f}" in capsys.readouterr().out
@@ -314,6 +311,6 @@ def test_scores_are_fractions_in_files_and_percentages_on_screen(tiny_root, tiny
 def test_run_files_honour_the_umask(finished_run):
     umask = os.umask(0)
     os.umask(umask)
-    for name in ("config.json", "labels.json", "metrics.json", "best.pt", "predictions_test.conll", "env.json"):
+    for name in ("config.json", "labels.json", "metrics.json", WEIGHTS, "predictions_test.conll", "env.json"):
         mode = (finished_run / name).stat().st_mode & 0o777
         assert mode == 0o666 & ~umask, (name, oct(mode))

@@ -7,9 +7,7 @@ backbone is the real ResNet-152 with random weights, so image counts stay small.
 from __future__ import annotations
 
 import io
-import struct
 import sys
-import zlib
 from pathlib import Path
 from urllib.error import URLError
 
@@ -17,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import encoded, png_claiming_size
 from PIL import Image
 from rich.console import Console
 
@@ -39,18 +38,8 @@ def photo(width: int = 96, height: int = 72) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
 
-def encoded(img: Image.Image, fmt: str, **params) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **params)
-    return buf.getvalue()
 
 
-def png_claiming_size(width: int, height: int) -> bytes:
-    """A tiny valid PNG whose header claims ``width`` x ``height``: a decompression bomb's shape."""
-    data = bytearray(encoded(Image.new("L", (1, 1)), "PNG"))
-    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR CRC over type + data
-    return bytes(data)
 
 
 def sixteen_bit_png() -> bytes:

@@ -130,18 +130,20 @@ def test_jsonl_with_and_without_labels_and_images(tmp_path):
     content = (
         '{"tokens": ["Great", "to", "see", "Jordan"], "labels": ["O", "O", "O", "B-OTHER"], "image": "42"}\n'
         "\n"
-        '{"tokens": ["no", "labels"], "image": "/abs/pic.png", "id": 7}\n'
+        '{"tokens": ["no", "labels"], "image": "pics/pic.png", "id": 7}\n'
         '{"tokens": ["\\u200b", "text", "only"], "labels": null}\r\n'
     )
     path = write(tmp_path, content, "posts.jsonl")
     posts = read_jsonl(path)
     assert posts[0].labels == ["O", "O", "O", "B-MISC"] and posts[0].image == "42"
-    assert posts[1].labels is None and posts[1].image == "/abs/pic.png"
+    assert posts[1].labels is None and posts[1].image == "pics/pic.png"
     assert posts[2].tokens == ["\u200b", "text", "only"] and posts[2].image is None
     assert posts[2].origin == f"{path}:4"
 
 
 JSONL_ERRORS = [
+    ('{"tokens": ["a"], "image": "/etc/passwd"}\n', 1, "is an absolute path"),
+    ('{"tokens": ["a"]}\n{"tokens": ["a"], "image": "pics/../../x.jpg"}\n', 2, "contains '..'"),
     ('{"tokens": ["a"]}\n{"tokens": ["a", "b"], "labels": ["O"]}\n', 2, "2 tokens but 1 labels"),
     ('{"tokens": ["a"]}\n\n{"tokens": ["a"], "labels": ["B_PER"]}\n', 3, "unknown label 'B_PER'"),
     ('{"tokens": ["a"]\n', 1, "invalid JSON"),
@@ -158,7 +160,7 @@ JSONL_ERRORS = [
     ('{"tokens": []}\n', 1, "'tokens' is empty"),
     ('{"tokens": ["a"], "labels": "O"}\n', 1, "'labels' must be a list"),
     ('{"tokens": ["a"], "image": 5}\n', 1, "'image' must be"),
-    ('{"tokens": ["a"], "image": " "}\n', 1, "'image' must be"),
+    ('{"tokens": ["a"], "image": " "}\n', 1, "'image' ' ' is empty"),
     ("", 1, "empty"),
     (b'{"tokens": ["a"]}\n{"tokens": ["\xe9"]}\n', 2, "not UTF-8"),
 ]

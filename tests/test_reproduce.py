@@ -57,11 +57,11 @@ def test_a_stopped_reproduction_resumes_where_it_stopped_and_writes_the_report(t
     states = reproduce.run(ReproduceRequest(**{**vars(tiny_request), "dry_run": True}))["planned"]
     assert states == {"bert-crf": ["finished", "finished"], "umt": ["to train", "to train"]}
     runs = tiny_request.runs / "tiny"
-    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("bert-crf/seed*/best.pt")}
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("bert-crf/seed*/model.safetensors")}
 
     result = reproduce.run(tiny_request)
     assert result["planned"] == {"bert-crf": ["finished"] * 2, "umt": ["finished"] * 2}
-    assert {p: p.stat().st_mtime_ns for p in runs.glob("bert-crf/seed*/best.pt")} == stamps  # not retrained
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("bert-crf/seed*/model.safetensors")} == stamps  # not retrained
     assert set(result["reports"]) == {"table2"}
     table = (runs / "report" / "table2.md").read_text(encoding="utf-8")
     assert "bert-crf" in table and "umt" in table

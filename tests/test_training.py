@@ -92,7 +92,7 @@ def test_long_posts_get_one_prediction_per_word(tiny_encoder_dir):
 def test_train_writes_a_run_that_reloads_to_the_same_scores(tiny_root, tiny_encoder_dir, tmp_path):
     run = tmp_path / "run"
     (metrics,) = train.run(_request(tiny_root, tiny_encoder_dir, run, epochs=4))
-    for name in ("config.json", "labels.json", "best.pt", "metrics.json", "log.jsonl", "env.json"):
+    for name in ("config.json", "labels.json", "model.safetensors", "metrics.json", "log.jsonl", "env.json"):
         assert (run / name).is_file(), name
     assert (run / "text" / "config.json").is_file()
     assert not (run / "last.pt").exists()  # removed once the run is finished
@@ -133,7 +133,8 @@ def test_several_seeds_write_one_run_each_and_a_summary(tiny_root, tiny_encoder_
     f1s = [m["test"]["default"]["f1"] for m in results]
     assert summary["test_f1"]["values"] == f1s
     assert summary["test_f1"]["mean"] == pytest.approx(sum(f1s) / 2)
-    assert (tmp_path / "seeds" / "seed1" / "best.pt").is_file() and (tmp_path / "seeds" / "seed2" / "best.pt").is_file()
+    for seed in ("seed1", "seed2"):
+        assert (tmp_path / "seeds" / seed / "model.safetensors").is_file()
 
 
 def test_training_data_without_labels_is_refused_at_its_line(tiny_encoder_dir, tmp_path):

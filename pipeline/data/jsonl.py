@@ -4,8 +4,9 @@
 
 ``tokens`` is required (a non-empty list of non-empty strings). ``labels`` is optional: leave
 it out (or null) for posts to be tagged; when present it has one BIO2 label per token.
-``image`` is optional: an image id resolved against the image folder, or a path; leave it out
-(or null) for a post without an image. A post may also carry ``id`` and ``text`` (kept for
+``image`` is optional: an image id, the name of a file inside the image folder (``42``,
+``42.jpg`` or ``2017/42.jpg``; never absolute, never ``..``); leave it out (or null) for a post
+without an image. A post may also carry ``id`` and ``text`` (kept for
 people, not read). Any other key is an error with a did-you-mean suggestion: a misspelt key
 (``image_id``, ``label``) would otherwise be silently ignored and, for ``image``, train a
 multimodal model with every image absent. Blank lines are skipped. Every problem is reported
@@ -14,14 +15,14 @@ with the file and line.
 
 from __future__ import annotations
 
-import difflib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from umt.pipeline.data.images import image_id_problem
 from umt.pipeline.data.textfile import read_lines
 from umt.pipeline.data.types import Post
-from umt.pipeline.errors import DataFormatError
+from umt.pipeline.errors import DataFormatError, did_you_mean
+from umt.pipeline.files import JSONProblem, parse_json
 from umt.pipeline.labels import normalize_label
 
 TOKENS, LABELS, IMAGE = "tokens", "labels", "image"
@@ -31,8 +32,7 @@ KNOWN_KEYS = (TOKENS, LABELS, IMAGE, *INFORMATIONAL)
 
 
 def _unknown_key(key: str) -> str:
-    close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(key, KNOWN_KEYS)
     return (
         f"unknown key '{key}'{hint}; a post has '{TOKENS}', optionally '{LABELS}' and '{IMAGE}', and may carry "
         f"{' and '.join(repr(k) for k in INFORMATIONAL)}. Other layouts: umt data import --help"
@@ -63,8 +63,12 @@ def _post(record: object, origin: str) -> Post:
         if len(labels) != len(tokens):
             raise ValueError(f"{len(tokens)} tokens but {len(labels)} labels")
     image = record.get(IMAGE)
-    if image is not None and (not isinstance(image, str) or not image.strip()):
-        raise ValueError(f"'{IMAGE}' must be a non-empty string (an image id or path) or null")
+    if image is not None and not isinstance(image, str):
+        raise ValueError(f"'{IMAGE}' must be a string (an image id: a file name in the image folder) or null")
+    if image is not None:
+        problem = image_id_problem(image)
+        if problem is not None:
+            raise ValueError(f"'{IMAGE}' {image!r} {problem}")
     return Post(tokens, labels, image, origin=origin)
 
 
@@ -74,11 +78,10 @@ def json_lines(path: Path) -> Iterator[tuple[int, object]]:
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(path, number, f"invalid JSON at column {e.colno}: {e.msg}") from None
-        except RecursionError:
-            raise DataFormatError(path, number, "invalid JSON: nested too deeply") from None
+            yield number, parse_json(line)
+        except JSONProblem as e:
+            where = f" at column {e.column}" if e.column else ""
+            raise DataFormatError(path, number, f"invalid JSON{where}: {e.reason}") from None
 
 
 def read_jsonl(path: str | Path) -> list[Post]:

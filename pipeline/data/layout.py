@@ -17,7 +17,7 @@ from pathlib import Path
 from umt.pipeline.data.jsonl import read_jsonl
 from umt.pipeline.data.twitter import read_twitter
 from umt.pipeline.data.types import Post
-from umt.pipeline.errors import UmtError
+from umt.pipeline.errors import UmtError, did_you_mean
 
 SPLITS = ("train", "valid", "test")
 DATA_ROOT_ENV = "UMT_DATA_ROOT"
@@ -53,8 +53,10 @@ def split_path(root: Path, name: str, split: str) -> Path:
     """The file holding ``split`` of dataset ``name``; UmtError naming what was looked for."""
     folder = dataset_dir(root, name)
     if not folder.is_dir():
+        found = datasets_in(root)
+        listing = f"datasets there: {', '.join(found)}" if found else "no dataset is there"
         raise UmtError(
-            f"dataset folder {folder} does not exist (data root {root}; "
+            f"dataset folder {folder} does not exist{did_you_mean(name, found)} (data root {root}: {listing}; "
             f"pass --data-root or set {DATA_ROOT_ENV})"
         )
     candidates = [folder / f"{split}{suffix}" for suffix in SPLIT_SUFFIXES]
@@ -65,6 +67,15 @@ def split_path(root: Path, name: str, split: str) -> Path:
     if len(found) > 1:
         raise UmtError(f"ambiguous {split} split for dataset {name!r}: both {found[0]} and {found[1]} exist")
     return found[0]
+
+
+def datasets_in(root: Path) -> list[str]:
+    """The names of the folders under ``root`` that hold a train split (what ``--dataset`` accepts)."""
+    try:
+        folders = sorted(p for p in Path(root).iterdir() if p.is_dir())
+    except OSError:
+        return []
+    return [p.name for p in folders if any((p / f"train{suffix}").is_file() for suffix in SPLIT_SUFFIXES)]
 
 
 def load_split(root: Path, name: str, split: str) -> list[Post]:

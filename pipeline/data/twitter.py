@@ -14,7 +14,9 @@ before the LAST tab, kept as is, because some tokens are a no-break space, a zer
 or a control character and are still words to be scored. Anything else that does not fit the
 format is refused with the file and line, never skipped: a skipped line is a silently
 different dataset. A new ``IMGID:`` line directly after a tweet's last token starts the next
-tweet even without a blank line, since that reading is unambiguous.
+tweet even without a blank line, since that reading is unambiguous. An image id is a plain file
+name in the image folder: one with a ``/``, a backslash or ``..`` is refused, since a data file
+must never name a file outside its image folder.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from umt.pipeline.data.images import image_id_problem
 from umt.pipeline.data.textfile import read_lines
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import DataFormatError
@@ -53,6 +56,9 @@ def _image_id(path: Path, number: int, line: str) -> str:
         raise DataFormatError(
             path, number, f"image id {image!r} contains spaces or control characters (a missing line break?)"
         )
+    problem = image_id_problem(image, folders=False)
+    if problem is not None:
+        raise DataFormatError(path, number, f"image id {image!r} {problem}")
     return image
 
 

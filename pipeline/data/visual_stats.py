@@ -8,7 +8,7 @@ starting point. It matters when the features' scale is far from the encoder's, a
 untrained backbone (``--weights random``: values around 1e7), which the demo uses.
 
 The statistics are computed once per run from the training split, stored in the run
-directory (``visual_stats.pt``, see ``umt.pipeline.run_dir``) and applied again when the run is
+directory (``visual_stats.safetensors``, see ``umt.pipeline.run_dir``) and applied again when the run is
 reopened, so evaluation and prediction see exactly the features training saw.
 """
 
@@ -35,7 +35,16 @@ class VisualStats:
 
     @classmethod
     def from_state(cls, state: dict) -> VisualStats:
-        return cls(state["mean"], state["std"], state["images"])
+        """Statistics read back from a run directory, checked: a crafted file is a ValueError."""
+        mean, std = state["mean"], state["std"]
+        for name, value in (("mean", mean), ("std", std)):
+            if not isinstance(value, torch.Tensor) or value.ndim != 1 or not value.is_floating_point():
+                raise ValueError(f"{name} must be a 1-d float tensor")
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name} holds non-finite values")
+        if mean.shape != std.shape or not bool((std > 0).all()):
+            raise ValueError(f"mean {tuple(mean.shape)} and std {tuple(std.shape)} must match and std be positive")
+        return cls(mean.float(), std.float(), int(state["images"]))
 
 
 def compute_stats(features, image_ids: Iterable[str]) -> VisualStats | None:

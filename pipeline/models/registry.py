@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from umt.pipeline.errors import ConfigError
+from umt.pipeline.errors import ConfigError, did_you_mean
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.train_config import TrainConfig
 
@@ -160,5 +160,7 @@ def model_names() -> list[str]:
 
 def get_recipe(name: str) -> Recipe:
     if name not in _registry():
-        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(model_names())}")
+        raise ConfigError(f"unknown model {name!r}{did_you_mean(name, model_names())}; registered models: "
+                          f"{', '.join(model_names())}")
     return _REGISTRY[name]
+

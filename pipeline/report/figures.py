@@ -32,7 +32,7 @@ from umt.pipeline.errors import ConfigError
 from umt.pipeline.report.aggregate import ordered_types
 from umt.pipeline.report.build import Report
 from umt.pipeline.report.predictions import PredictionStore
-from umt.pipeline.report.runs import Group, System, log_events
+from umt.pipeline.report.runs import Group, System
 from umt.pipeline.run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -183,13 +183,19 @@ def f1_figure(report: Report, dataset: str, folder: Path) -> Path | None:
 def _curve(run_path: Path) -> tuple[list[int], list[float], list[float]]:
     """Epochs, dev F1 (%) and training loss from a run's log (a resumed epoch counted once, last wins)."""
     by_epoch = {}
-    for event in log_events(RunDir(run_path)):
-        if event.get("event") == "epoch" and "epoch" in event:
+    for event in RunDir(run_path).events():
+        if event.get("event") == "epoch" and isinstance(event.get("epoch"), int):
             by_epoch[event["epoch"]] = event
     epochs = sorted(by_epoch)
-    dev = [100 * by_epoch[e].get("dev", {}).get("f1", float("nan")) for e in epochs]
-    loss = [by_epoch[e].get("train_loss", float("nan")) for e in epochs]
-    return epochs, dev, loss
+    dev = [by_epoch[e].get("dev") for e in epochs]
+    dev_f1 = [100 * _number(d.get("f1") if isinstance(d, dict) else None) for d in dev]
+    loss = [_number(by_epoch[e].get("train_loss")) for e in epochs]
+    return epochs, dev_f1, loss
+
+
+def _number(value) -> float:
+    """A logged value as a float; NaN (a gap in the curve) for anything else a damaged log holds."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
 
 
 def curves_figure(report: Report, dataset: str, folder: Path) -> Path | None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 
 from rich.console import Group as RichGroup
 from rich.console import RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -58,7 +59,7 @@ def rich_tables(table: ReportTable) -> list[Table]:
     """One rich table per dataset: the row labels, then that dataset's columns."""
     out = []
     for dataset in table.datasets:
-        shown = Table(title=f"{table.title}: {dataset}", title_justify="left")
+        shown = Table(title=escape(f"{table.title}: {dataset}"), title_justify="left")
         ours = [row.label for _, rows in table.sections for row in rows if not row.quoted]
         shown.add_column("system", min_width=max(map(len, ours), default=6))  # quoted labels may wrap, ours not
         for column in table.columns[dataset]:
@@ -99,7 +100,7 @@ def case_tables(study: CaseStudy) -> list[RenderableType]:
     title = f"Case study, {study.dataset}" + (f", seed {study.seed}" if study.seed is not None else "")
     if not study.cases:
         return [Text(f"{title}: no case ({study.note or 'the systems agree on every post'})")]
-    table = Table(title=title, title_justify="left", show_lines=True)
+    table = Table(title=escape(title), title_justify="left", show_lines=True)
     table.add_column("post", no_wrap=True)
     table.add_column("entities")
     for case in study.cases:

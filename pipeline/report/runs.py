@@ -9,7 +9,6 @@ counted carries a :class:`RunState` and a note saying why, for the report's stat
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -112,28 +111,6 @@ def _settings(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def log_events(run: RunDir) -> list[dict]:
-    """The events of ``log.jsonl`` (none if it is absent); a damaged line is a ConfigError naming it."""
-    path = run.path / RunDir.LOG
-    if not path.is_file():
-        return []
-    events = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{number}: not valid JSON ({e.msg}); the file is damaged") from None
-        if isinstance(event, dict):
-            events.append(event)
-    return events
-
-
 def _relative(message: str, folder: Path) -> str:
     """A run file's error message with the run's own folder left out (the report shows it beside)."""
     return message.replace(f"{folder}{os.sep}", "")
@@ -142,7 +119,7 @@ def _relative(message: str, folder: Path) -> str:
 def _progress(run: RunDir, config: RunConfig) -> str:
     """Where an interrupted run stopped, from its log."""
     try:
-        epochs = [event["epoch"] for event in log_events(run) if event.get("event") == "epoch" and "epoch" in event]
+        epochs = [e["epoch"] for e in run.events() if e.get("event") == "epoch" and isinstance(e.get("epoch"), int)]
     except ConfigError as e:
         return f"interrupted; {_relative(str(e), run.path)}"
     if not epochs:

@@ -5,8 +5,14 @@
   (``dslim/bert-base-NER``) that is not on disk is a hub id.
 - :func:`check_model_folder` says what a local folder lacks (no folder, empty, no config.json,
   no tokenizer file) before anything is loaded; the CLI calls it before torch loads.
-- A hub name that cannot be fetched (offline, ``HF_HUB_OFFLINE=1``) says how to bring the model
-  in as a folder. A hub name is looked up in the local Hugging Face cache first.
+- No code from a model folder ever runs: every load passes ``trust_remote_code=False``, so a
+  ``config.json`` or ``tokenizer_config.json`` with an ``auto_map`` (custom Python classes) is
+  refused instead of executed, and transformers never stops to ask ``[y/N]`` on standard input
+  (which ``umt predict`` may be reading posts from).
+- A hub name is looked up in the local Hugging Face cache first. When it is not there and the
+  hub cannot be had (``HF_HUB_OFFLINE=1``, or no answer from the hub's host within
+  :data:`HUB_PROBE_SECONDS`), the error comes at once and says how to bring the model in as a
+  folder (``hf download``), instead of after transformers' retries (about a minute).
 - A folder without a vocabulary can load as a fast tokenizer with only its special tokens, which
   would tokenise every word to ``[UNK]``: a vocabulary that small is refused. A slow (Python)
   tokenizer is refused too, since word alignment needs a fast one's word ids.
@@ -15,8 +21,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
 
 from umt.pipeline.errors import ConfigError
 
@@ -25,6 +35,8 @@ if TYPE_CHECKING:
 
     from umt.pipeline.models.config import ModelConfig
 
+T = TypeVar("T")
+
 #: Any real vocabulary is far larger; the degenerate one has only the special tokens.
 MIN_VOCAB_SIZE = 100
 MODEL_CONFIG = "config.json"
@@ -32,9 +44,12 @@ MODEL_CONFIG = "config.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 BPE_FILES = ("vocab.json", "merges.txt")
 FOLDER_HINT = (
-    "on a machine with network run `huggingface-cli download {name} --local-dir DIR` "
+    "on a machine with network run `hf download {name} --local-dir DIR` "
     "(or save_pretrained(DIR)), copy DIR here and pass --encoder DIR"
 )
+#: How long the hub's host may take to accept a connection (name lookup included) before it counts as unreachable.
+HUB_PROBE_SECONDS = 1.0
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 def is_local_path(name: str) -> bool:
@@ -73,29 +88,100 @@ def check_model_folder(name: str, need_weights: bool = False) -> None:
 
 
 def check_encoder(config: ModelConfig) -> None:
-    """The sub-word recipes' input check: a local encoder folder that will be loaded is complete."""
+    """The sub-word recipes' input check, before torch loads: a local encoder folder that will be
+    loaded is complete, and a hub id is in the local Hugging Face cache or the hub can be reached."""
     if config.pretrained_encoder:
         check_model_folder(config.encoder, need_weights=True)
+        if not is_local_path(config.encoder):
+            check_hub_model(config.encoder)
+
+
+def check_hub_model(name: str) -> None:
+    """The one-line error for a hub id that is not cached here and cannot be fetched, at once
+    (huggingface_hub alone answers in a fraction of a second; transformers would take ten)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, MODEL_CONFIG)
+    except Exception:  # noqa: BLE001 - a name the hub refuses as an id: not cached, and loading says why
+        cached = None
+    if not isinstance(cached, str):
+        _unfetchable(name, "encoder")
+
+
+def _unfetchable(name: str, what: str) -> None:
+    """Raise the ConfigError with the folder hint when the hub cannot be had (offline, unreachable)."""
+    import huggingface_hub
+
+    offline = huggingface_hub.is_offline_mode()
+    if offline or not hub_reachable():
+        why = "this machine is offline (HF_HUB_OFFLINE)" if offline else "the Hugging Face hub cannot be reached"
+        raise ConfigError(
+            f"cannot load the {what} {name!r}: it is not a local folder nor in the local Hugging Face cache, and "
+            f"{why}; " + FOLDER_HINT.format(name=name)
+        )
 
 
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())  # Hugging Face messages span lines; ours are one line
 
 
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether the Hugging Face hub's host (or the HTTPS proxy, when one is set) accepts a TCP
+    connection within ``timeout`` seconds, name lookup included."""
+    from huggingface_hub import constants
+
+    proxy = next((os.environ[v] for v in PROXY_VARIABLES if os.environ.get(v)), None)
+    target = urlsplit(proxy if proxy and "://" in proxy else f"http://{proxy}" if proxy else constants.ENDPOINT)
+    port = target.port or (443 if target.scheme == "https" else 80)
+    answered: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((target.hostname, port), timeout=timeout):
+                answered.append(True)
+        except (OSError, UnicodeError):
+            answered.append(False)
+
+    worker = threading.Thread(target=attempt, daemon=True)  # a name lookup has no timeout of its own
+    worker.start()
+    worker.join(timeout)
+    return bool(answered and answered[0])
+
+
+def _from_hub(load: Callable[[bool], T], name: str, what: str) -> T:
+    """``load(local_only)`` for the hub id ``name``: from the local Hugging Face cache first, then
+    from the hub when it can be reached; a ConfigError with the folder hint otherwise."""
+    try:
+        return load(True)
+    except (OSError, ValueError):
+        pass
+    _unfetchable(name, what)
+    try:
+        return load(False)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"cannot load the {what} {name!r} from the Hugging Face hub ({_one_line(error)}); "
+            + FOLDER_HINT.format(name=name)
+        ) from None
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """A fast tokenizer from a local model folder or (when online) a hub name."""
+    """A fast tokenizer from a local model folder or a hub name (never running code from it)."""
     from transformers import AutoTokenizer
 
     check_model_folder(name_or_path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
-        if is_local_path(name_or_path):
-            raise ConfigError(f"cannot load a tokenizer from {name_or_path}: {_one_line(e)}") from None
-        raise ConfigError(
-            f"cannot load tokenizer {name_or_path!r}: it is not a local folder and could not be fetched "
-            "from the Hugging Face hub (offline?). " + FOLDER_HINT.format(name=name_or_path)
-        ) from None
+
+    def load(local_only: bool):
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False, local_files_only=local_only)
+
+    if is_local_path(name_or_path):
+        try:
+            tokenizer = load(True)
+        except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception for a damaged file
+            raise ConfigError(f"cannot load a tokenizer from {name_or_path}: {_one_line(e)[:300]}") from None
+    else:
+        tokenizer = _from_hub(load, name_or_path, "tokenizer")
     if not tokenizer.is_fast:
         raise ConfigError(
             f"tokenizer {name_or_path} is a slow (Python) tokenizer; word alignment needs a fast one "
@@ -113,41 +199,26 @@ def _hf_load(source: str, pretrained: bool, local_only: bool) -> PreTrainedModel
     from transformers import AutoConfig, AutoModel
 
     if pretrained:
-        return AutoModel.from_pretrained(source, local_files_only=local_only)
-    return AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=local_only))
+        return AutoModel.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+    config = AutoConfig.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+    return AutoModel.from_config(config, trust_remote_code=False)
 
 
 def load_encoder_model(name: str, pretrained: bool = True) -> PreTrainedModel:
     """A Hugging Face encoder from a local folder or hub name: its pretrained weights, or random
-    weights (``pretrained=False``) when a checkpoint will supply them."""
-    import huggingface_hub
-
+    weights (``pretrained=False``) when a checkpoint will supply them. No code from the folder runs."""
     check_model_folder(name, need_weights=pretrained)
     if is_local_path(name):
         try:
             return _hf_load(str(Path(name).expanduser()), pretrained, local_only=True)
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"cannot load the encoder from the folder {name}: {_one_line(error)}") from error
-    try:  # the local Hugging Face cache first: no network wait when the model is there
-        return _hf_load(name, pretrained, local_only=True)
-    except (OSError, ValueError) as error:
-        if huggingface_hub.is_offline_mode():
-            raise ConfigError(
-                f"cannot load the encoder {name!r}: it is not a local folder nor in the local Hugging "
-                "Face cache, and this machine is offline (HF_HUB_OFFLINE); " + FOLDER_HINT.format(name=name)
-            ) from error
-    try:
-        return _hf_load(name, pretrained, local_only=False)
-    except (OSError, ValueError) as error:
-        raise ConfigError(
-            f"cannot load the encoder {name!r} from the Hugging Face hub ({_one_line(error)}); "
-            + FOLDER_HINT.format(name=name)
-        ) from error
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"cannot load the encoder from the folder {name}: {_one_line(error)[:300]}") from None
+    return _from_hub(lambda local_only: _hf_load(name, pretrained, local_only), name, "encoder")
 
 
 def save_model_files(source: str, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    """The encoder's config and tokenizer into ``folder`` (its weights live in the checkpoint)."""
+    """The encoder's config and tokenizer into ``folder`` (its weights live in the run's weights file)."""
     from transformers import AutoConfig
 
-    AutoConfig.from_pretrained(source).save_pretrained(folder)
+    AutoConfig.from_pretrained(source, trust_remote_code=False).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -108,8 +108,13 @@ def _keep(rank: int, word: str, limit: int, wanted: Collection[str], lowered: Co
 def _read_matrix(file: Path, vocabulary: Path, limit: int, wanted: Collection[str]) -> WordVectors:
     import numpy as np
 
-    matrix = np.load(file, mmap_mode="r")
+    try:
+        matrix = np.load(file, mmap_mode="r", allow_pickle=False)  # a .npy holds numbers, never objects
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"word vectors {file}: not a numeric .npy matrix ({e})") from None
     words = _read_vocabulary(vocabulary)
+    if not isinstance(matrix, np.ndarray) or matrix.dtype.kind not in "fiu":
+        raise ConfigError(f"word vectors {file}: expected a matrix of numbers, found {type(matrix).__name__}")
     if matrix.ndim != 2 or matrix.shape[0] != len(words):
         raise ConfigError(
             f"word vectors {file}: a matrix of shape {matrix.shape} does not match "

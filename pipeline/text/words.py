@@ -16,7 +16,6 @@ A post is one window (an LSTM reads any length), so ``max_length``/``stride`` do
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import torch
 from umt.pipeline.batch import WordInputs
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
+from umt.pipeline.files import read_json_file, write_json
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.modules.words import WordEncoder
 from umt.pipeline.text.base import TextSide, Window
@@ -107,16 +107,25 @@ class WordTextSide(TextSide):
     @classmethod
     def load(cls, folder: Path, model_cfg: ModelConfig, train_cfg: TrainConfig) -> WordTextSide:
         path = folder / VOCAB_FILE
+        saved = read_json_file(path)
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            return cls(saved["words"], saved["chars"], saved["lowercase"], saved["dim"], saved["vectors"])
-        except (OSError, ValueError, KeyError) as error:
+            words, chars, lowercase, dim, vectors = (
+                saved["words"], saved["chars"], saved["lowercase"], saved["dim"], saved["vectors"]
+            )
+            if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (words, chars)):
+                raise TypeError("'words' and 'chars' must be lists of strings")
+            if not isinstance(lowercase, bool) or not isinstance(vectors, str):
+                raise TypeError("'lowercase' must be true or false and 'vectors' a string")
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 or len(words) < 2 or len(chars) < 2:
+                raise ValueError("'dim' must be a positive integer, with <pad> and <unk> in both vocabularies")
+        except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"{path}: not a word-level text side written by `umt train` ({error})") from None
+        return cls(words, chars, lowercase, dim, vectors)
 
     def save(self, folder: Path) -> None:
         saved = {"vectors": self.vectors, "lowercase": self.lowercase, "dim": self.dim,
                  "words": self.words, "chars": self.chars}
-        (folder / VOCAB_FILE).write_text(json.dumps(saved, ensure_ascii=False), encoding="utf-8")
+        write_json(folder / VOCAB_FILE, saved)
 
     def word_id(self, word: str) -> int:
         key = word.lower() if self.lowercase else word

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from umt.pipeline.vision.decode import to_rgb
+from umt.pipeline.vision.decode import open_image, to_rgb
 
 MAX_SIDE = 640  # longest side of the picture written: larger images are shrunk,
 MIN_SIDE = 448  # smaller ones enlarged
@@ -38,9 +38,12 @@ def colour_scale(values: np.ndarray) -> np.ndarray:
 
 
 def attention_overlay(image_path: Path, attention: np.ndarray, caption: str) -> Image.Image:
-    """The image at ``image_path`` with ``attention`` (grid*grid,) over it and ``caption`` above."""
+    """The image at ``image_path`` with ``attention`` (grid*grid,) over it and ``caption`` above.
+
+    The file is opened like any image umt reads (``decode.open_image``: the accepted formats only).
+    """
     grid = int(round(len(attention) ** 0.5))
-    with Image.open(image_path) as img:
+    with open_image(image_path) as img:
         rgb = to_rgb(img)
     longest = max(rgb.size)
     scale = MAX_SIDE / longest if longest > MAX_SIDE else (MIN_SIDE / longest if longest < MIN_SIDE else 1.0)

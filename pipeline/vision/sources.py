@@ -14,8 +14,9 @@ from typing import Any
 
 from umt.cache.paths import Shard, default_cache_path
 from umt.pipeline.data import layout
-from umt.pipeline.data.images import IMAGE_EXTENSIONS
-from umt.pipeline.errors import ConfigError
+from umt.pipeline.data.images import IMAGE_EXTENSIONS, image_id_problem
+from umt.pipeline.data.textfile import read_lines
+from umt.pipeline.errors import ConfigError, DataFormatError
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,17 @@ def _ids_from_dataset(root: Path, name: str) -> list[str]:
 
 
 def _ids_from_file(path: Path) -> list[str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"--ids-from {path}: {e}") from e
-    return [line.strip() for line in lines if line.strip()]
+    """The ids listed in ``path``, one per line; a line that is not an image id is a file:line error."""
+    ids = []
+    for number, line in enumerate(read_lines(path), start=1):
+        image = line.strip()
+        if not image:
+            continue
+        problem = image_id_problem(image)
+        if problem is not None:
+            raise DataFormatError(path, number, f"image id {image!r} {problem}")
+        ids.append(image)
+    return ids
 
 
 def _ids_from_folder(folder: Path) -> list[str]:
