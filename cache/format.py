@@ -95,7 +95,10 @@ class CacheWriter:
         self.tmp_path = Path(tmp_path)
         self.total = total
         self.rows = 0
-        self._file = h5py.File(self.tmp_path, "w")
+        # The temporary name is ours (the output's lock is held): a file left there by a crash, or a
+        # link planted there, is removed rather than written through ("w" would truncate its target).
+        self.tmp_path.unlink(missing_ok=True)
+        self._file = h5py.File(self.tmp_path, "w-")
         self._file.create_dataset(IDS, shape=(total,), dtype=STRING)
         self._file.create_dataset(STATUS, shape=(total,), dtype=STATUS_ENUM)
         self._file.create_dataset(REASON, shape=(total,), dtype=STRING)

@@ -117,8 +117,11 @@ class WorkDir:
         """Refuse a folder at ``root`` that holds another plan (with ``reset``, discard it).
 
         Separate from :meth:`open` so that a caller can check before expensive setup and
-        create the folder only once that setup has succeeded.
+        create the folder only once that setup has succeeded. A link at ``root`` is refused: the
+        work folder is written into, and a link would send those writes elsewhere.
         """
+        if root.is_symlink() or (root.exists() and not root.is_dir()):
+            raise CacheError(f"{root} is a link or a file, not umt's work folder; remove it and run again")
         stored = read_plan(root)
         if stored is None:
             return

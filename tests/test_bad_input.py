@@ -150,11 +150,14 @@ def test_eval_on_a_label_type_the_run_never_saw(finished_run, tmp_path, capsys):
     assert f"{data}:2: entity type EVENT is not one this model was trained on (LOC, PER)" in err
 
 
-def test_unwritable_outputs_are_refused_before_any_work(finished_run, tiny_root, tmp_path, capsys, monkeypatch):
+def test_unwritable_outputs_are_refused_before_any_work(
+    finished_run, tiny_root, tiny_encoder_dir, tmp_path, capsys, monkeypatch
+):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    err = one_line_error(*umt(["train", "--data-root", tiny_root, "--dataset", "tiny", "--model", "bert-crf",
-                                 "--out", blocker / "run"], capsys))
+    train_ = ["train", "--data-root", tiny_root, "--dataset", "tiny", "--model", "bert-crf",
+              "--encoder", tiny_encoder_dir]
+    err = one_line_error(*umt([*train_, "--out", blocker / "run"], capsys))
     assert f"cannot create the run directory {blocker / 'run'}" in err
     # Permission bits do not stop root (CI runs as root): make the folder look read-only to the check.
     readonly = tmp_path / "readonly"
@@ -169,8 +172,7 @@ def test_unwritable_outputs_are_refused_before_any_work(finished_run, tiny_root,
     assert not (finished_run / "eval_test.json").exists()  # refused before scoring, nothing written elsewhere
     (readonly / "run").mkdir()
     monkeypatch.setattr(os, "access", lambda p, m: access(readonly / "run", p, m))
-    err = one_line_error(*umt(["train", "--data-root", tiny_root, "--dataset", "tiny", "--model", "bert-crf",
-                                 "--out", readonly / "run"], capsys))
+    err = one_line_error(*umt([*train_, "--out", readonly / "run"], capsys))
     assert f"cannot write into the run directory {readonly / 'run'}: permission denied" in err
 
 

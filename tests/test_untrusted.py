@@ -262,9 +262,23 @@ def test_a_lock_file_planted_as_a_link_truncates_nothing(tiny_root, tiny_encoder
     Image.new("RGB", (8, 8)).save(images / "a.jpg")
     cache = tmp_path / "feats.h5"
     lock_path(cache).symlink_to(victim)
-    err = one_line(*umt_cli(["extract-images", "--images", images, "--out", cache, "--weights", "random"],
-                            capsys)[::2])
+    extract = ["extract-images", "--images", images, "--out", cache, "--weights", "random"]
+    err = one_line(*umt_cli(extract, capsys)[::2])
     assert "is a symbolic link" in err and victim.read_text() == "keep me"
+    lock_path(cache).unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "feats.h5.partial").symlink_to(elsewhere)  # the work folder: writes would go there
+    assert "is a link or a file, not umt's work folder" in one_line(*umt_cli(extract, capsys)[::2])
+    assert list(elsewhere.iterdir()) == []
+    (tmp_path / "feats.h5.partial").unlink()
+    shard = tmp_path / "one.h5"
+    code, _, err = umt_cli([*extract[:4], shard, "--weights", "random", "--shard", "1/1"], capsys)
+    assert code in (None, 0), err
+    (tmp_path / "merged.h5.merging").symlink_to(victim)  # the merge's temporary file
+    code, _, err = umt_cli(["cache", "merge", tmp_path / "merged.h5", tmp_path / "one.shard-1-of-1.h5"], capsys)
+    assert code in (None, 0), err
+    assert victim.read_text() == "keep me" and (tmp_path / "merged.h5").is_file()
 
 
 def test_a_run_file_planted_as_a_link_is_neither_read_nor_written_through(run_copy, tmp_path, capsys):
