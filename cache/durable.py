@@ -100,6 +100,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda handle: handle.write(data))
 
 
+def temporary_target(name: str) -> str | None:
+    """The file name an :func:`atomic_write` temporary file stands for (``.a.json.tmp-1f2e3d4c`` ->
+    ``a.json``), or None when ``name`` is not one."""
+    if not name.startswith(".") or TMP_TAG not in name:
+        return None
+    return name[1:].rsplit(TMP_TAG, 1)[0]
+
+
+def remove_owned(folder: Path, owned: Callable[[str], bool], *, and_folder: bool = False) -> None:
+    """Remove the regular files of ``folder`` whose names ``owned`` accepts (and the temporary files
+    of those names), then, with ``and_folder``, ``folder`` itself if nothing else is left.
+
+    The one way umt deletes a folder's contents: nothing is ever removed recursively, a symbolic
+    link or a sub-folder is never touched, so only files umt writes (as its caller knows them by
+    name) can go, whatever else someone has put there. OSErrors propagate.
+    """
+    with os.scandir(folder) as entries:
+        names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+    for name in names:
+        target = temporary_target(name)
+        if owned(name) or (target is not None and owned(target)):
+            (folder / name).unlink(missing_ok=True)
+    if and_folder:
+        try:
+            folder.rmdir()
+        except OSError:  # something that is not ours is left in it: so is the folder
+            pass
+
+
 class UnsafeFile(OSError):
     """A path that is a symbolic link or not a regular file, or a file over its size limit; the
     message says which, without the path (``f"cannot read {path}: {error}"``)."""

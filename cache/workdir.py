@@ -15,8 +15,9 @@ result is bit-for-bit what an uninterrupted run writes. A rerun with other setti
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,18 @@ PLAN_FILE = "plan.json"
 #: What numpy raises for a chunk file that is truncated or not an npz archive.
 _UNREADABLE_CHUNK = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 CHUNK_PATTERN = "chunk-{:06d}.npz"
+CHUNK_NAME = re.compile(r"chunk-\d{6,}\.npz")
 ASSEMBLY_FILE = "assembled.h5"
+
+
+def _work_file(name: str) -> bool:
+    """Whether ``name`` is a file an extraction writes into its work folder."""
+    return name in (PLAN_FILE, ASSEMBLY_FILE) or CHUNK_NAME.fullmatch(name) is not None
+
+
+def clear_work_folder(root: Path) -> None:
+    """Remove the files an extraction wrote into ``root``, and ``root`` if nothing else is there."""
+    durable.remove_owned(root, _work_file, and_folder=True)
 
 
 def partial_dir(out: Path) -> Path:
@@ -138,7 +150,10 @@ class WorkDir:
                 + f"). Rerun with the original options to finish it, or delete {root} "
                 "(or pass --overwrite) to start over."
             )
-        shutil.rmtree(root)
+        try:
+            clear_work_folder(root)
+        except OSError as e:
+            raise CacheError(f"cannot clear the unfinished extraction in {root}: {e.strerror}") from None
 
     @classmethod
     def open(cls, root: Path, plan: Plan, reset: bool = False) -> WorkDir:
@@ -235,7 +250,8 @@ class WorkDir:
         return manifest
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            clear_work_folder(self.root)
 
 
 def read_plan(root: Path) -> dict[str, Any] | None:

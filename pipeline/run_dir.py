@@ -7,7 +7,7 @@ Layout (JSON is UTF-8; scores in every file are fractions in [0, 1])::
                              the training data's tweet-tokenisation style (for ``umt predict``)
     labels.json              the BIO2 label vocabulary (order = model output ids)
     text/                    the text side's files (for Hugging Face encoders: config + tokenizer;
-                             the weights live in model.safetensors)
+                             the weights live in model.safetensors) and umt-files.json, their names
     model.safetensors        model state_dict of the epoch with the best dev F1 (safetensors; its
                              metadata holds the epoch and the dev F1)
     last.pt                  full training state after the last completed epoch (removed when the run ends)
@@ -33,8 +33,9 @@ A run directory is handed from person to person, so nothing in it is trusted:
   size-checked before they are read; a damaged, oversized or ill-typed file is a ConfigError
   naming it, never a traceback.
 - ``umt train`` writes only into an empty folder or a folder that already holds a umt run and
-  nothing else (:meth:`RunDir.claimed`), removes only the files a run writes, and holds the
-  folder's lock while it trains, so a second job on the same ``--out`` stops at once.
+  nothing else (:meth:`RunDir.claimed`), removes only the files a run writes (by name, never
+  recursively; in ``text/`` the names its listing gives), and holds the folder's lock while it
+  trains, so a second job on the same ``--out`` stops at once.
 
 Every file is written atomically (``umt.cache.durable``), with the umask's permissions, so a
 crash never leaves a torn file.
@@ -46,14 +47,20 @@ import contextlib
 import fnmatch
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from umt.cache.durable import TMP_TAG, atomic_write, atomic_write_bytes, open_append, read_regular
+from umt.cache.durable import (
+    atomic_write,
+    atomic_write_bytes,
+    open_append,
+    read_regular,
+    remove_owned,
+    temporary_target,
+)
 from umt.cache.lock import file_lock
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
@@ -186,6 +193,8 @@ class RunDir:
     ENV = "env.json"
     VISUAL_STATS = "visual_stats.safetensors"
     LOCK = ".lock"
+    #: In ``text/``: the names the text side wrote there, the only ones ever removed from it.
+    TEXT_LISTING = "umt-files.json"
     #: Written by format version 2; read (weights-only) so those runs still load.
     LEGACY_WEIGHTS = "best.pt"
     LEGACY_VISUAL_STATS = "visual_stats.pt"
@@ -214,9 +223,36 @@ class RunDir:
     @classmethod
     def written_by_umt(cls, name: str) -> bool:
         """Whether ``name`` is a file or folder umt writes into a run directory (or its temporary file)."""
-        if name in cls.FILES or name == cls.LOCK or fnmatch.fnmatchcase(name, cls.EVAL_PATTERN):
-            return True
-        return name.startswith(".") and TMP_TAG in name and cls.written_by_umt(name[1:].split(TMP_TAG)[0])
+        target = temporary_target(name)
+        if target is not None:
+            return cls.written_by_umt(target)
+        return name in cls.FILES or fnmatch.fnmatchcase(name, cls.EVAL_PATTERN)
+
+    def _text_files(self) -> set[str]:
+        """The names in ``text/`` its listing says the text side wrote (the listing included); none
+        without a readable listing."""
+        try:
+            listed = read_json_file(self.text_dir / self.TEXT_LISTING)
+        except ConfigError:
+            return set()
+        if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
+            return set()
+        return {*listed, self.TEXT_LISTING}
+
+    def _not_written_by_umt(self) -> list[str]:
+        """What the folder holds that umt did not write: other names, links, a folder or file of the
+        wrong kind, files in ``text/`` its listing does not name."""
+        unknown = []
+        for name in self._entries():
+            path = self.path / name
+            if not self.written_by_umt(name) or path.is_symlink() or path.is_dir() != (name == self.TEXT):
+                unknown.append(name)
+        if self.text_dir.is_dir() and not self.text_dir.is_symlink():
+            listed = self._text_files()
+            with os.scandir(self.text_dir) as entries:
+                unknown += [f"{self.TEXT}/{e.name}" for e in entries
+                            if e.name not in listed or not e.is_file(follow_symlinks=False)]
+        return sorted(unknown)
 
     def _entries(self) -> list[str]:
         """Names in the folder besides the lock."""
@@ -278,7 +314,7 @@ class RunDir:
 
     def _prepare(self, resume: bool, overwrite: bool) -> str:
         entries = self._entries()
-        unknown = [name for name in entries if not self.written_by_umt(name)]
+        unknown = self._not_written_by_umt()
         if unknown:
             shown = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
             raise ConfigError(
@@ -303,16 +339,12 @@ class RunDir:
         return "new"
 
     def _clear(self) -> None:
-        """Remove the files umt writes into a run directory, and nothing else (not the lock)."""
+        """Remove the files umt writes into a run directory (``text/`` only as far as its listing
+        names them), and nothing else: not the lock, nothing anyone else put there."""
         try:
-            for name in self._entries():
-                path = self.path / name
-                if not self.written_by_umt(name):
-                    continue
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+            if self.text_dir.is_dir() and not self.text_dir.is_symlink():
+                remove_owned(self.text_dir, self._text_files().__contains__, and_folder=True)
+            remove_owned(self.path, self.written_by_umt)
         except OSError as e:
             raise ConfigError(f"cannot replace the run in {self.path}: {e.strerror}") from None
 
@@ -445,15 +477,14 @@ class RunDir:
         return self.path / self.TEXT
 
     def save_text(self, text: TextSide) -> None:
+        """The text side's files into a new ``text/`` (a claimed folder has none), and their listing."""
         try:
-            if self.text_dir.is_symlink() or self.text_dir.is_file():
-                self.text_dir.unlink()
-            elif self.text_dir.exists():
-                shutil.rmtree(self.text_dir)
-            self.text_dir.mkdir(parents=True)
+            self.text_dir.mkdir()
             text.save(self.text_dir)
+            written = sorted(os.listdir(self.text_dir))
         except OSError as e:
             raise ConfigError(f"cannot write {self.text_dir}: {e.strerror}") from None
+        write_json(self.text_dir / self.TEXT_LISTING, written)
 
     def checked_text_dir(self) -> Path:
         """``text/``, once it is known to be a folder of regular files (no links out of the run)."""

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
+from umt.cache.durable import TMP_TAG
 from umt.cache.format import CacheWriter
 from umt.cache.lock import exclusive_lock
 from umt.cache.manifest import identity
@@ -95,8 +96,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(images, reference, tmp
 
     def crash_after_two(self, index, chunk):
         if len(written) == 2:
-            # as if killed mid-write: a half-written temporary file, never renamed
-            (self.root / "chunk-000002.npz.tmp").write_bytes(b"half a chunk")
+            # as if killed mid-write: a half-written temporary file (atomic_write's name), never renamed
+            (self.root / f".chunk-000002.npz{TMP_TAG}1f2e3d4c").write_bytes(b"half a chunk")
             raise SimulatedCrash()
         real_write(self, index, chunk)
         written.append(index)

@@ -182,6 +182,55 @@ def test_a_run_folder_with_a_users_file_is_not_replaced_even_with_overwrite(
     assert sorted(p.name for p in run_copy.iterdir()) == before
 
 
+def test_overwrite_removes_a_runs_files_by_name_and_never_a_file_it_did_not_write(
+    run_copy, tiny_root, tiny_encoder_dir, capsys
+):
+    listed = json.loads((run_copy / "text" / RunDir.TEXT_LISTING).read_text())
+    assert listed and "config.json" in listed  # what the text side wrote, the only names ever removed from text/
+    mine = run_copy / "text" / "my-tokens.txt"
+    mine.write_text("mine")
+    err = one_line(*umt_cli(_train_argv(tiny_root, tiny_encoder_dir, run_copy, "--overwrite"), capsys)[::2])
+    assert "holds files umt did not write (text/my-tokens.txt)" in err and mine.exists()
+    mine.unlink()
+    code, _, err = umt_cli(_train_argv(tiny_root, tiny_encoder_dir, run_copy, "--overwrite"), capsys)
+    assert code in (None, 0), err
+    assert json.loads((run_copy / "text" / RunDir.TEXT_LISTING).read_text()) == listed
+
+
+def test_overwrite_of_unfinished_extraction_work_keeps_a_users_file(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (8, 8)).save(images / "a.jpg")
+    out = tmp_path / "feats.h5"
+    partial = tmp_path / "feats.h5.partial"
+    partial.mkdir()
+    (partial / "plan.json").write_text('{"ids": ["x"], "chunk_size": 9, "shard": [1, 1], "fingerprint": {}}')
+    (partial / "chunk-000000.npz").write_bytes(b"an old chunk")
+    (partial / "notes.txt").write_text("mine")
+    code, _, err = umt_cli(["extract-images", "--images", images, "--out", out, "--weights", "random",
+                            "--overwrite"], capsys)
+    assert code in (None, 0), err
+    assert out.is_file() and sorted(p.name for p in partial.iterdir()) == ["notes.txt"]
+
+
+def test_import_overwrite_removes_only_the_files_the_import_listed(tmp_path, capsys):
+    root = tmp_path / "data"
+    release = _twitter_release(tmp_path / "release", "pic")
+    Image.new("RGB", (8, 8)).save(release / "images" / "pic.jpg")
+    data_import.run(DataImportRequest(release, "twitter", "tw", data_root=root))
+    assert json.loads((root / "tw" / "import.json").read_text())["files"] == {
+        "dataset": ["test.txt", "train.txt", "valid.txt"], "images": ["pic.jpg"]}
+    (root / "tw_images" / "holiday.jpg").write_bytes(b"mine")
+    err = one_line(*umt_cli(["data", "import", release, "--format", "twitter", "--name", "tw", "--data-root", root,
+                             "--overwrite"], capsys)[::2])
+    assert "hold files the import did not write (tw_images/holiday.jpg)" in err
+    assert (root / "tw_images" / "holiday.jpg").read_bytes() == b"mine"
+    (root / "tw_images" / "holiday.jpg").unlink()
+    (root / "tw_images" / "pic.jpg").unlink()  # as if the import had been killed before copying it
+    data_import.run(DataImportRequest(release, "twitter", "tw", data_root=root, overwrite=True))
+    assert (root / "tw_images" / "pic.jpg").is_file()
+
+
 def test_a_failed_run_removes_only_the_files_it_wrote(tiny_root, tiny_encoder_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     out.mkdir()

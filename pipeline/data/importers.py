@@ -19,26 +19,29 @@ Every problem is reported with the source file and line; nothing is skipped sile
 
 An import writes only its two target folders, and only files named by validated image ids
 (plain file names): it never writes outside them. Before anything is written it refuses a source
-that overlaps the target (importing a dataset onto itself would delete it). ``--overwrite``
-replaces only a dataset an earlier import made: the import leaves :data:`MARKER` in the dataset
-folder, and a folder without it is refused (it may be the original release, or anything else
-that happens to have that name).
+that overlaps the target (importing a dataset onto itself would delete it). Every import first
+leaves :data:`MARKER` in the dataset folder, listing every file it is about to write there and in
+the image folder. ``--overwrite`` removes exactly those files, by name, and nothing else: a folder
+without a marker (the original release, or anything else that happens to have that name), or
+holding a file the marker does not list, is refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from umt.cache.durable import atomic_write_bytes
+from umt.cache.durable import atomic_write_bytes, remove_owned
 from umt.pipeline.data.images import IMAGE_EXTENSIONS, ImagePathError, image_id_problem, inside, resolve_image
 from umt.pipeline.data.jsonl import json_lines
 from umt.pipeline.data.layout import IMAGES_SUFFIX, SPLITS
 from umt.pipeline.data.twitter import read_twitter
 from umt.pipeline.errors import ConfigError, DataFormatError
+from umt.pipeline.files import read_json_file
 from umt.pipeline.labels import normalize_label
 
 #: Split names other layouts use for umt's.
@@ -84,43 +87,79 @@ def _check_apart(sources: tuple[Path | None, ...], targets: tuple[Path, ...]) ->
                 )
 
 
-def _replaceable(folder: Path, images: Path) -> None:
-    """Refuse to replace a dataset that no import made (it has no :data:`MARKER`)."""
+def _written_before(folder: Path, images: Path) -> tuple[set[str], set[str]]:
+    """The names an earlier import wrote into the dataset folder and the image folder, read from its
+    :data:`MARKER`; a ConfigError when the folders hold anything else (or were not made by one)."""
     for path in (folder, images):
         if path.is_symlink() or (path.exists() and not path.is_dir()):
             raise ConfigError(f"{path} is not a folder umt data import made; remove it yourself or use another --name")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).is_file():
+    marker = read_json_file(folder / MARKER) if (folder / MARKER).is_file() else None
+    try:
+        dataset, copied = ({str(n) for n in marker["files"][key]} for key in ("dataset", "images"))
+    except (TypeError, KeyError):
+        dataset = copied = None
+    held = {f: _names(f) for f in (folder, images) if f.is_dir()}
+    if dataset is None:
+        if any(held.values()):
+            raise ConfigError(
+                f"{folder} was not made by umt data import (it has no readable {MARKER}); --overwrite replaces only "
+                "an imported dataset: remove it yourself, or choose another --name"
+            )
+        return set(), set()
+    owned = {folder: {*dataset, MARKER}, images: copied}
+    unknown = [f"{f.name}/{n}" for f, names in held.items() for n, regular in names.items()
+               if not regular or n not in owned[f]]
+    if unknown:
         raise ConfigError(
-            f"{folder} was not made by umt data import (it has no {MARKER}); --overwrite replaces only an imported "
-            "dataset: remove it yourself, or choose another --name"
+            f"{folder} and {images} hold files the import did not write ({', '.join(sorted(unknown)[:3])}); "
+            "remove them yourself, or choose another --name"
         )
-    if images.is_dir() and any(images.iterdir()) and not (folder / MARKER).is_file():
-        raise ConfigError(
-            f"{images} was not made by umt data import; remove it yourself, or choose another --name"
-        )
+    return owned[folder], copied
+
+
+def _names(folder: Path) -> dict[str, bool]:
+    """Each name in ``folder`` and whether it is a regular file (not a link, not a folder)."""
+    with os.scandir(folder) as entries:
+        return {e.name: e.is_file(follow_symlinks=False) for e in entries}
 
 
 def _prepare(sources: tuple[Path | None, ...], root: Path, name: str, overwrite: bool) -> tuple[Path, Path]:
+    """The dataset and image folders, empty: with ``overwrite``, an earlier import's files removed by name."""
     folder, images = root / name, root / f"{name}{IMAGES_SUFFIX}"
     _check_apart(sources, (folder, images))
     existing = [p for p in (folder, images) if p.exists() or p.is_symlink()]
     if existing and not overwrite:
         raise ConfigError(f"{existing[0]} already exists; pass --overwrite to replace it, or choose another --name")
-    _replaceable(folder, images)
+    dataset, copied = _written_before(folder, images)
     try:
-        for path in existing:
-            shutil.rmtree(path)
-        folder.mkdir(parents=True)
-        images.mkdir(parents=True)
+        for path, owned in ((images, copied), (folder, dataset)):
+            if path.is_dir():
+                remove_owned(path, owned.__contains__)
+        folder.mkdir(parents=True, exist_ok=True)
+        images.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create {folder}: {e.strerror}") from None
     return folder, images
 
 
-def _write_marker(folder: Path, source: Path, fmt: str, result: Imported) -> None:
-    record = {"format": fmt, "source": str(source.resolve()), "posts": result.posts, "copied": result.copied,
-              "missing": len(result.missing)}
-    atomic_write_bytes(folder / MARKER, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+def _write(folder: Path, images: Path, splits: dict[str, Path | bytes], copies: dict[str, Path], record: dict) -> None:
+    """The split files (copied, or written from bytes) and the image copies, after :data:`MARKER`
+    listing all of them, so that even an import killed half-way is replaced by the next one."""
+    files = {"dataset": sorted(splits), "images": sorted(copies)}
+    atomic_write_bytes(folder / MARKER, (json.dumps({**record, "files": files}, indent=1) + "\n").encode("utf-8"))
+    for target, content in splits.items():
+        if isinstance(content, bytes):
+            atomic_write_bytes(folder / target, content)
+        else:
+            _copy(content, folder / target)
+    for target, original in copies.items():
+        _copy(original, images / target)
+
+
+def _record(fmt: str, source: Path, posts: dict[str, int], copies: dict, missing: list) -> dict:
+    """What :data:`MARKER` says of an import besides the files it lists."""
+    return {"format": fmt, "source": str(source.resolve()), "posts": posts, "copied": len(copies),
+            "missing": len(missing)}
 
 
 def _source_image(folder: Path, image_id: str) -> Path | None:
@@ -137,24 +176,19 @@ def import_twitter(source: Path, root: Path, name: str, overwrite: bool = False)
     posts = {split: read_twitter(path) for split, path in files.items()}  # file:line errors before writing
     candidates = [source / "images", source.parent / f"{source.name}{IMAGES_SUFFIX}"]
     image_dir = next((p for p in candidates if p.is_dir()), None)
-    folder, images = _prepare((source, image_dir), root, name, overwrite)
-    for split, path in files.items():
-        _copy(path, folder / f"{split}.txt")
-    copied, missing = 0, []
     ids = sorted({p.image for split_posts in posts.values() for p in split_posts if p.image is not None})
-    if image_dir is not None:
-        for image_id in ids:  # plain file names: the Twitter reader refuses any other id
-            found = _source_image(image_dir, image_id)
-            if found is None:
-                missing.append(image_id)
-                continue
-            _copy(found, images / (image_id + (found.suffix if not Path(image_id).suffix else "")))
-            copied += 1
-    else:
-        missing = ids
-    result = Imported(folder, images, {s: len(p) for s, p in posts.items()}, copied, missing)
-    _write_marker(folder, source, "twitter", result)
-    return result
+    copies, missing = {}, []
+    for image_id in ids:  # plain file names: the Twitter reader refuses any other id
+        found = _source_image(image_dir, image_id) if image_dir is not None else None
+        if found is None:
+            missing.append(image_id)
+        else:
+            copies[image_id + (found.suffix if not Path(image_id).suffix else "")] = found
+    folder, images = _prepare((source, image_dir), root, name, overwrite)
+    counts = {split: len(p) for split, p in posts.items()}
+    splits = {f"{split}.txt": path for split, path in files.items()}
+    _write(folder, images, splits, copies, _record("twitter", source, counts, copies, missing))
+    return Imported(folder, images, counts, len(copies), missing)
 
 
 def _mner_record(record: object, folder: str, path: Path, line: int) -> dict:
@@ -200,25 +234,23 @@ def import_mner_json(source: Path, root: Path, name: str, overwrite: bool = Fals
             raise DataFormatError(path, 1, "no posts: the file is empty")
         converted[split] = records
         folders[split] = source / "images" / path.parent.name  # the split's own image folder (dev, not valid)
-    folder, images = _prepare((source,), root, name, overwrite)
-    copied, missing = 0, []
+    copies, missing, splits = {}, [], {}
     for split, records in converted.items():
-        lines = []
         for record in records:
             image = record["image"]
             if image is not None:
                 original = folders[split] / image.removeprefix(f"{folders[split].name}-")
                 usable = original.suffix.lower() in IMAGE_EXTENSIONS + ("",)
                 if usable and _source_image(folders[split], original.name) == original:
-                    _copy(original, images / image)
-                    copied += 1
+                    copies[image] = original
                 else:
                     missing.append(str(original))
-            lines.append(json.dumps(record, ensure_ascii=False))
-        atomic_write_bytes(folder / f"{split}.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
-    result = Imported(folder, images, {s: len(r) for s, r in converted.items()}, copied, missing)
-    _write_marker(folder, source, "mner-json", result)
-    return result
+        lines = [json.dumps(record, ensure_ascii=False) for record in records]
+        splits[f"{split}.jsonl"] = ("\n".join(lines) + "\n").encode("utf-8")
+    folder, images = _prepare((source,), root, name, overwrite)
+    counts = {split: len(r) for split, r in converted.items()}
+    _write(folder, images, splits, copies, _record("mner-json", source, counts, copies, missing))
+    return Imported(folder, images, counts, len(copies), missing)
 
 
 IMPORTERS = {"twitter": import_twitter, "mner-json": import_mner_json}
