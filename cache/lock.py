@@ -19,14 +19,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from umt.cache.durable import UnsafeFile, open_regular, read_regular
 from umt.cache.errors import CacheError
 
 LOCK_MODE = 0o644
+#: More than a process id and its line end.
+PID_BYTES = 32
 
 
 def lock_path(out: Path) -> Path:
@@ -37,13 +39,9 @@ def lock_path(out: Path) -> Path:
 def holder(path: Path) -> str:
     """Who holds the lock file ``path``, as a person reads it (``process 1234``)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        pid = read_regular(path, PID_BYTES).decode("ascii", "replace").strip()
     except OSError:
         return "another process"
-    try:
-        pid = os.read(fd, 32).decode("ascii", "replace").strip()
-    finally:
-        os.close(fd)
     return f"process {pid}" if pid.isdigit() else "another process"
 
 
@@ -67,14 +65,11 @@ class HeldLock:
 
 def _open_lock_file(path: Path, error: type[Exception]) -> int:
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, LOCK_MODE)
+        return open_regular(path, os.O_RDWR | os.O_CREAT, LOCK_MODE)
+    except UnsafeFile as e:
+        raise error(f"cannot use the lock file {path}: {e}; remove it") from None
     except OSError as e:
-        why = "it is a symbolic link; remove it" if path.is_symlink() else e.strerror
-        raise error(f"cannot create the lock file {path}: {why}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise error(f"cannot use the lock file {path}: it is not a regular file; remove it")
-    return fd
+        raise error(f"cannot create the lock file {path}: {e.strerror}") from None
 
 
 @contextlib.contextmanager

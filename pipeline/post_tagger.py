@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from umt.pipeline.data.images import IMAGE_EXTENSIONS, ImagePathError, resolve_image
+from umt.pipeline.data.images import ImagePathError, candidate_files, is_file, resolve_image
 from umt.pipeline.data.new_posts import BadLine, NewPost, from_text
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
@@ -211,11 +211,4 @@ def _anywhere(image: str, folders: list[Path]) -> Path | None:
     current one when none), as named or with an image extension; only regular files count."""
     path = Path(image).expanduser()
     bases = [Path()] if path.is_absolute() or not folders else folders
-    for candidate in (b / path for b in bases):
-        for option in (candidate, *(candidate.with_name(candidate.name + ext) for ext in IMAGE_EXTENSIONS)):
-            try:
-                if option.is_file():
-                    return option
-            except OSError:
-                continue
-    return None
+    return next((c for base in bases for c in candidate_files(base, str(path)) if is_file(c)), None)

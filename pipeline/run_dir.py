@@ -304,7 +304,7 @@ class RunDir:
 
     def _abandoned(self, state: str | None) -> bool:
         """A claim that was refused, or a new run that ended before completing an epoch."""
-        return state is None or state == "new" and not (self.finished or self.resumable)
+        return state is None or (state == "new" and not (self.finished or self.resumable))
 
     def _busy(self, holder: str) -> str:
         return (

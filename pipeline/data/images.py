@@ -11,6 +11,7 @@ the image folder that points elsewhere is refused (link the folder itself instea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 #: Tried in this order after the id itself; Twitter ids carry no extension and the files are .jpg.
@@ -65,8 +66,8 @@ def resolve_image(images_dir: Path, image: str) -> Path | None:
     :class:`ImagePathError` when ``image`` is not an id or its file links out of the folder.
     """
     check_image_id(image)
-    for candidate in (images_dir / image, *(images_dir / f"{image}{ext}" for ext in IMAGE_EXTENSIONS)):
-        if _is_file(candidate):
+    for candidate in candidate_files(images_dir, image):
+        if is_file(candidate):
             if not inside(images_dir, candidate):
                 raise ImagePathError(
                     f"image {image!r}: {candidate} is a link to a file outside the image folder {images_dir}"
@@ -75,7 +76,15 @@ def resolve_image(images_dir: Path, image: str) -> Path | None:
     return None
 
 
-def _is_file(path: Path) -> bool:
+def candidate_files(folder: Path, image: str) -> Iterator[Path]:
+    """Where the file for ``image`` may be, in the order tried: as named, then with each extension."""
+    yield folder / image
+    for ext in IMAGE_EXTENSIONS:
+        yield folder / f"{image}{ext}"
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the file system refuses the name (too long, unreadable folder)."""
     try:
         return path.is_file()
     except OSError:  # a name too long for the file system, a folder that cannot be read
