@@ -140,11 +140,15 @@ def data_stats_cmd(
         ..., "--dataset", help="Dataset name: the folder <data-root>/<dataset> holding train/valid/test."
     ),
     data_root: Path | None = typer.Option(
-        None, "--data-root", help="Folder holding the datasets (default: $UMT_DATA_ROOT, else ./data).",
+        None,
+        "--data-root",
+        help="Folder holding the datasets (default: $UMT_DATA_ROOT, else ./data).",
         show_default=False,
     ),
     images: Path | None = typer.Option(
-        None, "--images", help="Image folder to check for missing files (default: <data-root>/<dataset>_images).",
+        None,
+        "--images",
+        help="Image folder to check for missing files (default: <data-root>/<dataset>_images).",
         show_default=False,
     ),
 ) -> None:
@@ -159,7 +163,8 @@ def data_stats_cmd(
 def data_import_cmd(
     source: Path = typer.Argument(..., help="What to import: a folder (or, for twitter, a folder of split files)."),
     format: str = typer.Option(
-        ..., "--format",
+        ...,
+        "--format",
         help="twitter: a folder with train/valid/test (.txt, Twitter format; dev.txt accepted) and optionally "
         "images/. mner-json: the JSON-lines layout of RiTUAL-UH/multimodal_NER (texts/<split>/<split>.json, "
         "images/<split>/).",
@@ -222,9 +227,20 @@ def extract_images_cmd(
 
     extract_images.run(
         requests.ExtractRequest(
-            dataset=dataset, data_root=data_root, images=images, ids_from=ids_from, out=out, weights=weights,
-            dtype=dtype, device=device, batch_size=batch_size, num_workers=num_workers, amp=amp,
-            shard=requests.Shard.parse(shard) if shard else None, strict=strict, overwrite=overwrite,
+            dataset=dataset,
+            data_root=data_root,
+            images=images,
+            ids_from=ids_from,
+            out=out,
+            weights=weights,
+            dtype=dtype,
+            device=device,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            amp=amp,
+            shard=requests.Shard.parse(shard) if shard else None,
+            strict=strict,
+            overwrite=overwrite,
         )
     )
 
@@ -274,7 +290,8 @@ def train_cmd(
         "bert-base-cased", help="Hugging Face encoder name or local model folder (the BERT models)."
     ),
     word_vectors: str = typer.Option(
-        "", help="Pre-trained word vectors for the BiLSTM models: a GloVe / word2vec text file, a .npy matrix "
+        "",
+        help="Pre-trained word vectors for the BiLSTM models: a GloVe / word2vec text file, a .npy matrix "
         "with its vocabulary file beside it (or their folder), or 'random' for random embeddings.",
     ),
     features: Path | None = typer.Option(
@@ -295,11 +312,14 @@ def train_cmd(
     device: str = typer.Option(_T.device, help="auto, cpu, cuda or cuda:N."),
     num_workers: int = typer.Option(_T.num_workers, help="DataLoader workers reading the feature cache."),
     precision: str = typer.Option(
-        _T.precision, help="Autocast dtype: fp32, bf16, fp16 (CUDA, with loss scaling) or auto (bf16 on a GPU "
+        _T.precision,
+        help="Autocast dtype: fp32, bf16, fp16 (CUDA, with loss scaling) or auto (bf16 on a GPU "
         "that has it, else fp32; bf16 on a CPU is ~10x slower). Emissions and the CRF always run in fp32.",
     ),
     set_: list[str] = typer.Option(
-        [], "--set", help="Override any ModelConfig/TrainConfig field, e.g. --set esd_weight=0.3 (repeatable); "
+        [],
+        "--set",
+        help="Override any ModelConfig/TrainConfig field, e.g. --set esd_weight=0.3 (repeatable); "
         "head_lr, patience, grad_accum, schedule, compile: see the README's training section.",
     ),
     resume: bool = typer.Option(
@@ -322,15 +342,22 @@ def train_cmd(
     }  # fmt: skip
     from umt.pipeline.text.vectors import vectors_source
 
-    model_cfg = ModelConfig(
-        **{"encoder": encoder, "word_vectors": vectors_source(word_vectors), **overrides["model"]}
-    )
+    model_cfg = ModelConfig(**{"encoder": encoder, "word_vectors": vectors_source(word_vectors), **overrides["model"]})
     train_cfg = TrainConfig(**{**flags, "seed": seed_list[0], **overrides["train"]})
     explicit = _given(ctx, "encoder", "word_vectors", *flags) | set(overrides["model"]) | set(overrides["train"])
     train.run(
         requests.TrainRequest(
-            dataset=dataset, model=model, data_root=_data_root(data_root), model_cfg=model_cfg, train_cfg=train_cfg,
-            seeds=seed_list, out=out, features=features, no_images=no_images, resume=resume, overwrite=overwrite,
+            dataset=dataset,
+            model=model,
+            data_root=_data_root(data_root),
+            model_cfg=model_cfg,
+            train_cfg=train_cfg,
+            seeds=seed_list,
+            out=out,
+            features=features,
+            no_images=no_images,
+            resume=resume,
+            overwrite=overwrite,
             explicit=frozenset(explicit),
         )
     )
@@ -360,13 +387,19 @@ def eval_cmd(
 def predict_cmd(
     run: Path = typer.Argument(..., help="Run directory written by `umt train`."),
     input: Path | None = typer.Option(
-        None, "--input", "-i", show_default=False,
+        None,
+        "--input",
+        "-i",
+        show_default=False,
         help='Posts to tag (default: stdin): JSON lines {"text": ..., "image": ...} or {"tokens": [...]}, '
         "a CSV file with a 'text' column (and optionally 'image', 'id'), or a folder of images each with "
         "its text in a .txt file of the same name.",
     ),
     output: Path | None = typer.Option(
-        None, "--output", "-o", show_default=False,
+        None,
+        "--output",
+        "-o",
+        show_default=False,
         help="JSON-lines file to write (default: stdout): per post its tokens, BIO tags and entities "
         "(entity_group, word, start, end, score).",
     ),
@@ -377,29 +410,35 @@ def predict_cmd(
         None, help="jsonl, csv or folder (default: from the input: a folder, a .csv file, else jsonl)."
     ),
     tokenizer: str | None = typer.Option(
-        None, help="How raw text is split: tweet (@mentions and #hashtags whole) or tweet-split ('#' 'tag'); "
+        None,
+        help="How raw text is split: tweet (@mentions and #hashtags whole) or tweet-split ('#' 'tag'); "
         "default: the style of the run's training data.",
     ),
     features: Path | None = typer.Option(
-        None, help="Take the images from this feature cache (the posts' 'image' are its ids) instead of "
+        None,
+        help="Take the images from this feature cache (the posts' 'image' are its ids) instead of "
         "computing them; its settings must match the run's.",
     ),
     weights: str | None = typer.Option(
         None, help="ResNet-152 weights file, when the run's features were computed from one (checked by sha256)."
     ),
     image_cache: Path | None = typer.Option(
-        None, help="Where computed image grids are kept by content hash "
+        None,
+        help="Where computed image grids are kept by content hash "
         "(default: $UMT_CACHE_DIR/predict-features or ~/.cache/umt/predict-features).",
     ),
     explain: Path | None = typer.Option(
-        None, help="Write one PNG per entity of each post with an image into this folder: the image with the "
+        None,
+        help="Write one PNG per entity of each post with an image into this folder: the image with the "
         "entity's attention over the 7x7 grid laid over it.",
     ),
     strict: bool = typer.Option(False, help="Stop at the first bad line instead of reporting and skipping it."),
     batch_size: int | None = typer.Option(None, help="Posts per forward pass (default: the run's eval batch size)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     any_image_path: bool = typer.Option(
-        False, "--any-image-path", help="Let a post's 'image' be any path on this machine (absolute, or with ..). "
+        False,
+        "--any-image-path",
+        help="Let a post's 'image' be any path on this machine (absolute, or with ..). "
         "By default it must name a file inside --images or the input's folder.",
     ),
     max_image_mb: int = typer.Option(_P.max_image_mb, help="Refuse image files larger than this many MiB."),
@@ -413,9 +452,21 @@ def predict_cmd(
 
     predict.run(
         requests.PredictRequest(
-            run=run, input=input, output=output, images=images, format=format, tokenizer=tokenizer,
-            features=features, weights=weights, image_cache=image_cache, explain=explain, strict=strict,
-            device=device, batch_size=batch_size, any_image_path=any_image_path, max_image_mb=max_image_mb,
+            run=run,
+            input=input,
+            output=output,
+            images=images,
+            format=format,
+            tokenizer=tokenizer,
+            features=features,
+            weights=weights,
+            image_cache=image_cache,
+            explain=explain,
+            strict=strict,
+            device=device,
+            batch_size=batch_size,
+            any_image_path=any_image_path,
+            max_image_mb=max_image_mb,
             image_cache_mb=image_cache_mb,
         )
     )
@@ -424,38 +475,52 @@ def predict_cmd(
 @_command(app, "report")
 def report_cmd(
     runs: Path = typer.Option(
-        _R.runs, help="Folder searched (recursively) for run directories: folders holding config.json, "
+        _R.runs,
+        help="Folder searched (recursively) for run directories: folders holding config.json, "
         "metrics.json or last.pt, e.g. runs/<dataset>/<model>/seed<N>.",
     ),
     ablations: bool = typer.Option(
-        False, "--ablations", help="Show Table 3 instead of Table 2: the full umt and its ablations (umt-no-esd, "
+        False,
+        "--ablations",
+        help="Show Table 3 instead of Table 2: the full umt and its ablations (umt-no-esd, "
         "umt-no-conversion, umt-no-image-aware-wr, umt-no-visual-gate), P/R/F1 and ΔF1 against umt, each "
         "ablation tested against umt.",
     ),
     paper: bool = typer.Option(
-        False, "--paper", help="Quote the paper's own numbers (Yu et al. 2020, Table 2 or 3) in a row under each "
+        False,
+        "--paper",
+        help="Quote the paper's own numbers (Yu et al. 2020, Table 2 or 3) in a row under each "
         "system, marked 'paper:'.",
     ),
     figures: bool = typer.Option(
-        False, "--figures", help="Also draw PNGs into OUT/figures (needs --out and matplotlib): entities fixed / "
+        False,
+        "--figures",
+        help="Also draw PNGs into OUT/figures (needs --out and matplotlib): entities fixed / "
         "broken against bert-crf by type (the paper's Figures 3 and 4), F1 by type with seed error bars, "
         "learning curves.",
     ),
     out: Path | None = typer.Option(
-        None, help="Folder to write the report into: table2.md / table2.csv / table2.tex (table3.* with "
-        "--ablations). Default: print only.", show_default=False,
+        None,
+        help="Folder to write the report into: table2.md / table2.csv / table2.tex (table3.* with "
+        "--ablations). Default: print only.",
+        show_default=False,
     ),
     format: str | None = typer.Option(
-        None, "--format", help="Comma-separated files to write with --out: md (tables, notes, significance, "
+        None,
+        "--format",
+        help="Comma-separated files to write with --out: md (tables, notes, significance, "
         "case study, runs not counted), csv (one row per system and dataset, in %), tex (booktabs tabular). "
-        "Default with --out: md,csv,tex.", show_default=False,
+        "Default with --out: md,csv,tex.",
+        show_default=False,
     ),
     cases: int = typer.Option(
-        _R.cases, help="Case-study posts per dataset (0: none): test posts where the systems disagree, with gold "
+        _R.cases,
+        help="Case-study posts per dataset (0: none): test posts where the systems disagree, with gold "
         "and predicted entities (seed 1).",
     ),
     resamples: int = typer.Option(
-        _R.resamples, help="Swap patterns R of each paired approximate-randomisation test (p = (hits + 1) / (R + 1)).",
+        _R.resamples,
+        help="Swap patterns R of each paired approximate-randomisation test (p = (hits + 1) / (R + 1)).",
     ),
 ) -> None:
     """The paper's Table 2 (or Table 3) from finished runs: test P/R/F1 and F1 per entity type, mean ± std
@@ -466,7 +531,13 @@ def report_cmd(
     formats = tuple(part.strip() for part in format.split(",") if part.strip()) if format is not None else None
     report.run(
         requests.ReportRequest(
-            runs=runs, ablations=ablations, paper=paper, figures=figures, out=out, formats=formats, cases=cases,
+            runs=runs,
+            ablations=ablations,
+            paper=paper,
+            figures=figures,
+            out=out,
+            formats=formats,
+            cases=cases,
             resamples=resamples,
         )
     )
@@ -477,7 +548,8 @@ def reproduce_cmd(
     dataset: str = typer.Option("twitter2017", help="Dataset folder under the data root."),
     seeds: str = typer.Option("1,2,3", help="Comma-separated seeds: one run of every system per seed."),
     systems: str = typer.Option(
-        "table2", help="table2 (the eleven systems of Table 2), table3 (UMT and its four ablations), all, "
+        "table2",
+        help="table2 (the eleven systems of Table 2), table3 (UMT and its four ablations), all, "
         "or comma-separated model names.",
     ),
     encoder: str = typer.Option("bert-base-cased", help="Hugging Face encoder name or local folder (BERT systems)."),
@@ -506,9 +578,19 @@ def reproduce_cmd(
     overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v}
     reproduce.run(
         requests.ReproduceRequest(
-            dataset=dataset, data_root=_data_root(data_root), seeds=parse_seeds(seeds), systems=systems,
-            encoder=encoder, word_vectors=vectors_source(word_vectors), features=features, no_images=no_images,
-            weights=weights, runs=runs, device=device, train_overrides=overrides, dry_run=dry_run,
+            dataset=dataset,
+            data_root=_data_root(data_root),
+            seeds=parse_seeds(seeds),
+            systems=systems,
+            encoder=encoder,
+            word_vectors=vectors_source(word_vectors),
+            features=features,
+            no_images=no_images,
+            weights=weights,
+            runs=runs,
+            device=device,
+            train_overrides=overrides,
+            dry_run=dry_run,
         )
     )
 
@@ -524,8 +606,6 @@ def demo_cmd(
     from umt.stages import demo
 
     demo.run(requests.DemoRequest(out=out, seed=seed, epochs=epochs, fresh=fresh))
-
-
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -136,8 +136,13 @@ def main() -> None:
         for round_index in range(args.rounds):
             bare = bare_rate(extractor, batches, args.dtype, device)
             config = ExtractRequest(
-                images=folder, out=work / f"round{round_index}.h5", weights=args.weights, dtype=args.dtype,
-                device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
+                images=folder,
+                out=work / f"round{round_index}.h5",
+                weights=args.weights,
+                dtype=args.dtype,
+                device=args.device,
+                batch_size=args.batch_size,
+                num_workers=args.num_workers,
             )
             steady, end_to_end = full_rates(config)
             rows.append((bare, steady, end_to_end))

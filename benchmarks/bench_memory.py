@@ -62,8 +62,12 @@ def child(root: Path, encoder: Path, out: Path) -> None:
 
     before = peak_rss_mb()
     request = TrainRequest(
-        dataset="mem", model="umt", data_root=root, model_cfg=ModelConfig(encoder=str(encoder), heads=4),
-        train_cfg=TrainConfig(epochs=1, batch_size=32, eval_batch_size=64, seed=1), out=out,
+        dataset="mem",
+        model="umt",
+        data_root=root,
+        model_cfg=ModelConfig(encoder=str(encoder), heads=4),
+        train_cfg=TrainConfig(epochs=1, batch_size=32, eval_batch_size=64, seed=1),
+        out=out,
     )
     metrics = train.run(request, console=Console(file=io.StringIO()))[0]
     print(json.dumps({"peak_rss_mb": peak_rss_mb(), "rss_before_training_mb": before,

@@ -86,8 +86,14 @@ class Bench:
         self.recipe = get_recipe(name)
         model_cfg = ModelConfig(encoder=args.encoder, heads=args.heads)
         train_cfg = TrainConfig(
-            epochs=1, batch_size=args.batch_size, lr=5e-5, seed=1, device=str(device), precision=args.precision,
-            num_workers=args.num_workers, bucket=args.bucket,
+            epochs=1,
+            batch_size=args.batch_size,
+            lr=5e-5,
+            seed=1,
+            device=str(device),
+            precision=args.precision,
+            num_workers=args.num_workers,
+            bucket=args.bucket,
         )
         given = frozenset(vars(train_cfg)) | {"encoder", "heads"}  # the recipe's model defaults (dropout) apply
         self.model_cfg, self.cfg = self.recipe.defaulted(model_cfg, train_cfg, given)
@@ -197,8 +203,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--dataset", default="twitter2017")
-    parser.add_argument("--encoder", default="random:minilm",
-                        help="local Hugging Face folder, or random:minilm / random:bert-base (random weights)")
+    parser.add_argument(
+        "--encoder",
+        default="random:minilm",
+        help="local Hugging Face folder, or random:minilm / random:bert-base (random weights)",
+    )
     parser.add_argument("--models", default="bert-crf,mt,umt")
     parser.add_argument("--steps", type=int, default=80, help="training steps per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternating full / bare rounds (medians)")

@@ -94,9 +94,7 @@ def _check_same_settings(shards: Sequence[FeatureCache]) -> None:
     for cache in shards[1:]:
         problems = mismatches(identity(cache.manifest), first)
         if problems:
-            raise CacheError(
-                f"{cache.path} was made with other settings than {shards[0].path}: " + "; ".join(problems)
-            )
+            raise CacheError(f"{cache.path} was made with other settings than {shards[0].path}: " + "; ".join(problems))
 
 
 def _sources(shards: Sequence[FeatureCache]) -> list[tuple[str, int, int]]:
@@ -132,8 +130,9 @@ def merge_shards(out: Path, shard_paths: Sequence[Path], overwrite: bool = False
     if out.exists() and not overwrite:
         raise CacheError(f"{out} already exists; pass --overwrite to replace it")
     if (out.exists() or out.is_symlink()) and not is_umt_cache(out):
-        raise CacheError(f"{out} exists and is not a umt feature cache; umt replaces only its own caches: choose "
-                         "another output")
+        raise CacheError(
+            f"{out} exists and is not a umt feature cache; umt replaces only its own caches: choose another output"
+        )
     shards = _check_complete_set([FeatureCache(p) for p in shard_paths])
     try:
         plans = [_plan_of(cache) for cache in shards]  # each one well formed; equal once the settings agree

@@ -235,7 +235,8 @@ def _rows(path: Path, datasets: dict[str, h5py.Dataset]) -> int:
     if n is None or shapes != expected:
         raise _damaged(
             path,
-            "its datasets have the shapes " + ", ".join(f"/{name} {shape}" for name, shape in shapes.items())
+            "its datasets have the shapes "
+            + ", ".join(f"/{name} {shape}" for name, shape in shapes.items())
             + f"; expected (n,) for /ids, /status and /reason and (n, {GRID}, {GRID}, {CHANNELS}) for /features",
         )
     return n

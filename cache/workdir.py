@@ -197,8 +197,7 @@ class WorkDir:
         except _UNREADABLE_CHUNK as e:
             path.unlink(missing_ok=True)
             raise CacheError(
-                f"work file {path} was damaged ({e}) and has been removed; run the same command again "
-                "to recompute it"
+                f"work file {path} was damaged ({e}) and has been removed; run the same command again to recompute it"
             ) from e
         if chunk.ids != self.plan.chunk(index):
             path.unlink(missing_ok=True)

@@ -10,7 +10,16 @@ from typing import Any
 
 #: Every package whose version can change a number umt writes.
 PACKAGES = (
-    "umt", "torch", "torchvision", "transformers", "tokenizers", "pytorch-crf", "seqeval", "h5py", "pillow", "numpy",
+    "umt",
+    "torch",
+    "torchvision",
+    "transformers",
+    "tokenizers",
+    "pytorch-crf",
+    "seqeval",
+    "h5py",
+    "pillow",
+    "numpy",
 )
 
 

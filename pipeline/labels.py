@@ -167,7 +167,7 @@ class LabelVocab:
         """A vocabulary read back from a file; anything but a canonical list of labels is a ValueError."""
         labels = d["labels"] if isinstance(d, dict) else None
         if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-            raise ValueError("expected {\"labels\": [\"O\", \"B-<type>\", ...]}")
+            raise ValueError('expected {"labels": ["O", "B-<type>", ...]}')
         return cls(tuple(labels))
 
 

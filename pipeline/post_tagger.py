@@ -35,10 +35,18 @@ from umt.pipeline.text.tweets import check_style
 
 #: How each front end spells the options a message may point to.
 OPTION_NAMES = {
-    "python": {"images": "images_dir=", "image_cache": "image_cache=", "weights": "weights=",
-               "any_image_path": "any_image_path=True"},
-    "cli": {"images": "--images DIR", "image_cache": "--image-cache DIR", "weights": "--weights PATH",
-            "any_image_path": "--any-image-path"},
+    "python": {
+        "images": "images_dir=",
+        "image_cache": "image_cache=",
+        "weights": "weights=",
+        "any_image_path": "any_image_path=True",
+    },
+    "cli": {
+        "images": "--images DIR",
+        "image_cache": "--image-cache DIR",
+        "weights": "--weights PATH",
+        "any_image_path": "--any-image-path",
+    },
 }
 
 
@@ -97,8 +105,12 @@ class PostTagger:
 
             limits = {"max_image_bytes": max_image_bytes, "max_cache_bytes": max_cache_bytes}
             self.featurizer = ImageFeaturizer(
-                run.config.features or {}, weights=weights, cache_dir=image_cache, device=run.device,
-                cache_option=self.names["image_cache"], weights_option=self.names["weights"],
+                run.config.features or {},
+                weights=weights,
+                cache_dir=image_cache,
+                device=run.device,
+                cache_option=self.names["image_cache"],
+                weights_option=self.names["weights"],
                 **{k: v for k, v in limits.items() if v is not None},
             )
 
@@ -178,7 +190,9 @@ class PostTagger:
                 [Post(posts[i].tokens, None, keys[i], f"line {posts[i].line}") for i in taggable], features
             )
             results = self.predictor.tag(
-                dataset, [posts[i].text for i in taggable], [posts[i].offsets for i in taggable],
+                dataset,
+                [posts[i].text for i in taggable],
+                [posts[i].offsets for i in taggable],
                 explain=explain and not self.ignores_images,
             )
             tagged.update(zip(taggable, results, strict=True))

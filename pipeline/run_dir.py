@@ -199,8 +199,20 @@ class RunDir:
     LEGACY_WEIGHTS = "best.pt"
     LEGACY_VISUAL_STATS = "visual_stats.pt"
     #: Every name umt writes into a run directory (``umt eval`` adds ``eval_<data>.json``).
-    FILES = (CONFIG, LABELS, TEXT, WEIGHTS, LAST, METRICS, PREDICTIONS, LOG, ENV, VISUAL_STATS, LEGACY_WEIGHTS,
-             LEGACY_VISUAL_STATS)
+    FILES = (
+        CONFIG,
+        LABELS,
+        TEXT,
+        WEIGHTS,
+        LAST,
+        METRICS,
+        PREDICTIONS,
+        LOG,
+        ENV,
+        VISUAL_STATS,
+        LEGACY_WEIGHTS,
+        LEGACY_VISUAL_STATS,
+    )
     EVAL_PATTERN = "eval_*.json"
 
     def __init__(self, path: Path | str):
@@ -250,8 +262,11 @@ class RunDir:
         if self.text_dir.is_dir() and not self.text_dir.is_symlink():
             listed = self._text_files()
             with os.scandir(self.text_dir) as entries:
-                unknown += [f"{self.TEXT}/{e.name}" for e in entries
-                            if e.name not in listed or not e.is_file(follow_symlinks=False)]
+                unknown += [
+                    f"{self.TEXT}/{e.name}"
+                    for e in entries
+                    if e.name not in listed or not e.is_file(follow_symlinks=False)
+                ]
         return sorted(unknown)
 
     def _entries(self) -> list[str]:
@@ -425,8 +440,9 @@ class RunDir:
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
-            raise ConfigError(f"{path} cannot be read ({_first_sentence(e)}): the file is damaged or truncated; "
-                              "train the run again") from None
+            raise ConfigError(
+                f"{path} cannot be read ({_first_sentence(e)}): the file is damaged or truncated; train the run again"
+            ) from None
 
     def save_torch(self, name: str, obj: Any) -> None:
         import torch
@@ -625,7 +641,6 @@ class RunDir:
         model.to(resolved).eval()
         return TrainedRun(self, config, model, vocab, text, recipe.multimodal, resolved)
 
-
     def _check_fit(self, build, weights: dict) -> None:
         """The model the run's files describe, built without memory (on the meta device), has
         exactly the weights' names and shapes: else a ConfigError, before a crafted config or
@@ -639,10 +654,16 @@ class RunDir:
             return
         name = self.WEIGHTS if (self.path / self.WEIGHTS).exists() else self.LEGACY_WEIGHTS
         missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-        shapes = [f"{k}: {found[k]} in the file, {expected[k]} in the model" for k in sorted(set(expected) & set(found))
-                  if found[k] != expected[k]]
-        problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
-            [f"unexpected {', '.join(unexpected[:3])}"] if unexpected else []) + shapes[:3]
+        shapes = [
+            f"{k}: {found[k]} in the file, {expected[k]} in the model"
+            for k in sorted(set(expected) & set(found))
+            if found[k] != expected[k]
+        ]
+        problems = (
+            ([f"missing {', '.join(missing[:3])}"] if missing else [])
+            + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
+            + shapes[:3]
+        )
         raise ConfigError(
             f"{self.path / name} does not fit the model its config and labels describe: {'; '.join(problems)[:400]}"
         )

@@ -64,9 +64,7 @@ def comparison_table(rows: list[tuple[str, dict]], title: str, split: str = "tes
     for name, metrics in rows:
         main = metrics[split][PRIMARY]
         per_type = [pct(main["per_type"][t]["f1"]) if t in main["per_type"] else "-" for t in types]
-        table.add_row(
-            Text(name), *per_type, pct(main["precision"]), pct(main["recall"]), f"[bold]{pct(main['f1'])}[/]"
-        )
+        table.add_row(Text(name), *per_type, pct(main["precision"]), pct(main["recall"]), f"[bold]{pct(main['f1'])}[/]")
     return table
 
 

@@ -58,10 +58,21 @@ def entity_dicts(
     out = []
     for entity_type, i, j in bio_to_spans(tags):
         start, end = offsets[i][0], offsets[j - 1][1]
-        out.append((entity_type, i, j, {
-            "entity_group": entity_type, "word": text[start:end], "start": start, "end": end,
-            "token_start": i, "token_end": j,
-        }))
+        out.append(
+            (
+                entity_type,
+                i,
+                j,
+                {
+                    "entity_group": entity_type,
+                    "word": text[start:end],
+                    "start": start,
+                    "end": end,
+                    "token_start": i,
+                    "token_end": j,
+                },
+            )
+        )
     return out
 
 
@@ -90,9 +101,11 @@ def tag_batches(
             attention = model.word_attention if explain else None  # (B, W, grid)
             for row, (ref, ids) in enumerate(zip(batch.refs, decoded, strict=True)):
                 n = len(ids)
-                windows[ref.post].append(_Window(
-                    ref, emissions[row, :n].float().cpu(), attention[row, :n].float().cpu() if explain else None
-                ))
+                windows[ref.post].append(
+                    _Window(
+                        ref, emissions[row, :n].float().cpu(), attention[row, :n].float().cpu() if explain else None
+                    )
+                )
                 merge.add(ref, vocab.decode(ids))
     model.train(was_training)
     results = []

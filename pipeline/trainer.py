@@ -129,8 +129,15 @@ class Predictor:
         posts = dataset.posts
         with self.precision.autocast():
             return tag_batches(
-                self.model, self.batches(dataset), [len(p) for p in posts], texts, offsets, [p.tokens for p in posts],
-                self.vocab, self.device, explain=explain,
+                self.model,
+                self.batches(dataset),
+                [len(p) for p in posts],
+                texts,
+                offsets,
+                [p.tokens for p in posts],
+                self.vocab,
+                self.device,
+                explain=explain,
             )
 
     def evaluate(self, dataset: MnerDataset) -> tuple[dict, list[list[str]]]:
@@ -233,8 +240,18 @@ def fit(
 class _Loop:
     """One run's training state: model, optimiser, schedule, the epoch to start at, the best score."""
 
-    def __init__(self, model, train: MnerDataset, dev: MnerDataset, text: TextSide, vocab: LabelVocab,
-                 cfg: TrainConfig, run: RunDir, console: Console, world: World):
+    def __init__(
+        self,
+        model,
+        train: MnerDataset,
+        dev: MnerDataset,
+        text: TextSide,
+        vocab: LabelVocab,
+        cfg: TrainConfig,
+        run: RunDir,
+        console: Console,
+        world: World,
+    ):
         self.model, self.train, self.dev, self.cfg, self.run, self.console = model, train, dev, cfg, run, console
         self.world = world
         self.device = resolve_device(world.device(cfg.device))
@@ -255,7 +272,8 @@ class _Loop:
 
             # Unused parameters exist: an image-less batch skips the fusion's visual layers.
             self.stepper = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
         if cfg.compile:

@@ -78,9 +78,7 @@ def split_stats(split: str, posts: Sequence[Post], images: Path | None) -> Split
 def dataset_stats(data: dict[str, list[Post]], images: Path | None) -> list[SplitStats]:
     """One :class:`SplitStats` per split, then one for all splits together."""
     every = [post for posts in data.values() for post in posts]
-    return [split_stats(split, posts, images) for split, posts in data.items()] + [
-        split_stats(ALL, every, images)
-    ]
+    return [split_stats(split, posts, images) for split, posts in data.items()] + [split_stats(ALL, every, images)]
 
 
 def stats_table(title: str, stats: Sequence[SplitStats]) -> Table:

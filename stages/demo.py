@@ -41,6 +41,7 @@ def _image_decided_f1(gold_posts, predictions, names: set[str]) -> float:
     """Entity F1 restricted to gold/predicted entities whose words are image-decided names."""
     tp = n_gold = n_pred = 0
     for post, pred in zip(gold_posts, predictions, strict=True):
+
         def pick(tags, tokens=post.tokens):
             return {s for s in bio_to_spans(tags) if " ".join(tokens[s[1] : s[2]]) in names}
 
@@ -70,8 +71,12 @@ def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
     cache_path = data_root / f"{DATASET}_resnet152.h5"
     extract_images.run(
         ExtractRequest(
-            dataset=DATASET, data_root=data_root, out=cache_path, weights="random",
-            batch_size=cfg.extract_batch_size, num_workers=cfg.num_workers,
+            dataset=DATASET,
+            data_root=data_root,
+            out=cache_path,
+            weights="random",
+            batch_size=cfg.extract_batch_size,
+            num_workers=cfg.num_workers,
             dtype="float32",  # an untrained ResNet's activations (~1e7) do not fit float16
         ),
         console=console,
@@ -79,7 +84,11 @@ def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
 
     console.rule("[bold]3. tiny encoder")
     encoder = build_tiny_encoder(
-        cfg.out / "tiny-encoder", sample_words(splits), hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+        cfg.out / "tiny-encoder",
+        sample_words(splits),
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        heads=cfg.heads,
         seed=cfg.seed,
     )
     console.print(escape(f"random-initialised BERT ({cfg.layers} layers, hidden {cfg.hidden}) at {encoder}"))
@@ -88,12 +97,17 @@ def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
     for name in MODELS:
         console.rule(f"[bold]4. train {name}")
         request = TrainRequest(
-            dataset=DATASET, model=name, data_root=data_root,
+            dataset=DATASET,
+            model=name,
+            data_root=data_root,
             model_cfg=ModelConfig(encoder=str(encoder), heads=cfg.heads),
             train_cfg=TrainConfig(
                 epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed + 1, standardize_visual=True
             ),
-            out=cfg.out / "runs" / name, features=cache_path, resume=not cfg.fresh, overwrite=cfg.fresh,
+            out=cfg.out / "runs" / name,
+            features=cache_path,
+            resume=not cfg.fresh,
+            overwrite=cfg.fresh,
         )
         (metrics,) = train.run(request, console=console)
         results[name] = metrics
@@ -120,4 +134,3 @@ def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
         + f"\nTotal time {time.perf_counter() - started:.0f}s; runs in {escape(str(cfg.out / 'runs'))}"
     )
     return results
-

@@ -69,8 +69,12 @@ def run(request: ExtractRequest, console: Console | None = None) -> ExtractResul
 def _extract_together(request: ExtractRequest, console: Console, world: World) -> ExtractResult:
     """Each process its shard, then one merge by the main process."""
     source = resolve_source(
-        dataset=request.dataset, data_root=request.data_root, images=request.images,
-        ids_from=request.ids_from, out=request.out, shard=None,
+        dataset=request.dataset,
+        data_root=request.data_root,
+        images=request.images,
+        ids_from=request.ids_from,
+        out=request.out,
+        shard=None,
     )
     out = source.out
     if out.exists() and not request.overwrite:
@@ -94,8 +98,12 @@ def _extract_together(request: ExtractRequest, console: Console, world: World) -
 
 def _extract(request: ExtractRequest, console: Console) -> ExtractResult:
     source = resolve_source(
-        dataset=request.dataset, data_root=request.data_root, images=request.images,
-        ids_from=request.ids_from, out=request.out, shard=request.shard,
+        dataset=request.dataset,
+        data_root=request.data_root,
+        images=request.images,
+        ids_from=request.ids_from,
+        out=request.out,
+        shard=request.shard,
     )
     processed, seconds = 0, 0.0
     with CacheTransaction(source.out, overwrite=request.overwrite) as tx:  # refuses a second writer at once
@@ -124,7 +132,12 @@ def _extract(request: ExtractRequest, console: Console) -> ExtractResult:
             if tx.todo:
                 try:
                     processed, seconds = extract.compute_chunks(
-                        tx, source, weights=request.weights, dtype=request.dtype, amp=request.amp, device=device,
+                        tx,
+                        source,
+                        weights=request.weights,
+                        dtype=request.dtype,
+                        amp=request.amp,
+                        device=device,
                         num_workers=request.num_workers,
                     )
                 except KeyboardInterrupt:

@@ -30,8 +30,9 @@ def run(console: Console | None = None, defaults: bool = False) -> None:
     table.columns.insert(0, Column("name", no_wrap=True))
     for name in model_names():
         recipe = get_recipe(name)
-        table.add_row(name, "yes" if recipe.multimodal else "no", text_label(recipe), fusion_label(recipe),
-                      recipe.paper or "-")
+        table.add_row(
+            name, "yes" if recipe.multimodal else "no", text_label(recipe), fusion_label(recipe), recipe.paper or "-"
+        )
     console.print(table)
     if defaults:
         table = Table(Column("name", no_wrap=True), "what it is", "defaults (override with --set KEY=VALUE)")

@@ -149,7 +149,8 @@ def _nothing_tagged(origin: str, first_bad: BadLine | None, bad: int, folder: bo
     """The error for an input of which no post could be tagged."""
     if first_bad is not None:
         return DataFormatError(
-            origin, first_bad.line,
+            origin,
+            first_bad.line,
             f"{first_bad.reason}; no post of the input could be tagged ({bad} bad line{'s' * (bad != 1)})",
         )
     if folder:
@@ -177,9 +178,17 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
 
     trained = run_dir.load(req.device)
     tagger = PostTagger(
-        trained, style=req.tokenizer, images_dir=req.images, features=req.features, weights=req.weights,
-        image_cache=req.image_cache, batch_size=req.batch_size, any_image_path=req.any_image_path,
-        max_image_bytes=req.max_image_mb << 20, max_cache_bytes=req.image_cache_mb << 20, front_end="cli",
+        trained,
+        style=req.tokenizer,
+        images_dir=req.images,
+        features=req.features,
+        weights=req.weights,
+        image_cache=req.image_cache,
+        batch_size=req.batch_size,
+        any_image_path=req.any_image_path,
+        max_image_bytes=req.max_image_mb << 20,
+        max_cache_bytes=req.image_cache_mb << 20,
+        front_end="cli",
     )
     ignored = None
     if tagger.ignores_images:
@@ -203,8 +212,13 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
     held: list[BadLine] = []  # bad lines not yet reported: until a post is tagged, the input may be all bad
     started = time.perf_counter()
     progress = Progress(
-        TextColumn("[bold]tagging"), BarColumn(), TextColumn("{task.completed} posts"),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=True,
+        TextColumn("[bold]tagging"),
+        BarColumn(),
+        TextColumn("{task.completed} posts"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
         disable=not console.is_terminal,  # a live bar is invisible without a terminal, and leaves a blank line
     )
     done = False
@@ -257,7 +271,10 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
         fsync_dir(Path(req.output).parent)
     seconds = time.perf_counter() - started
     summary = {
-        "posts": posts, "bad_lines": bad, "entities": entities, "seconds": round(seconds, 3),
+        "posts": posts,
+        "bad_lines": bad,
+        "entities": entities,
+        "seconds": round(seconds, 3),
         "posts_per_second": round(posts / seconds, 2) if seconds > 0 else None,
         "images_computed": tagger.featurizer.computed if tagger.featurizer is not None else 0,
         "explained": [str(p) for p in explained],
@@ -277,7 +294,8 @@ def _report(console: Console, origin: str, problems: list[BadLine]) -> None:
     for problem in problems:
         console.print(
             f"[red]{escape(origin)}:{problem.line}:[/] {escape(problem.reason)} (skipped)",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
     problems.clear()
 

@@ -53,9 +53,7 @@ def run(req: ReportRequest, console: Console | None = None) -> dict:
     console = console or Console()
     if req.figures and importlib.util.find_spec("matplotlib") is None:  # checked before the work
         raise ConfigError("--figures needs matplotlib: pip install 'matplotlib>=3.7'")
-    report = build_report(
-        req.runs, ablations=req.ablations, paper=req.paper, cases=req.cases, resamples=req.resamples
-    )
+    report = build_report(req.runs, ablations=req.ablations, paper=req.paper, cases=req.cases, resamples=req.resamples)
     for part in terminal(report):
         console.print(part)
     files = write_files(report, Path(req.out), req.formats, req.figures) if req.out is not None else []

@@ -86,8 +86,11 @@ class Planned:
         model_cfg, train_cfg = get_recipe(self.model).defaulted(
             self.request.model_cfg, self.request.train_cfg, self.request.explicit
         )
-        differ = [f"{k} {getattr(stored.train_cfg, k)} (planned {getattr(train_cfg, k)})" for k in COMPARED
-                  if getattr(stored.train_cfg, k) != getattr(train_cfg, k)]
+        differ = [
+            f"{k} {getattr(stored.train_cfg, k)} (planned {getattr(train_cfg, k)})"
+            for k in COMPARED
+            if getattr(stored.train_cfg, k) != getattr(train_cfg, k)
+        ]
         if stored.text.get("kind") != "words" and stored.model_cfg.encoder != model_cfg.encoder:
             differ.append(f"encoder {stored.model_cfg.encoder} (planned {model_cfg.encoder})")
         if stored.no_images != (self.request.no_images and get_recipe(self.model).multimodal):
@@ -103,11 +106,24 @@ def plan(req: ReproduceRequest) -> list[Planned]:
         train_cfg = replace(TrainConfig(device=req.device), **train_settings)
         model_cfg = ModelConfig(encoder=req.encoder, word_vectors=req.word_vectors)
         explicit = frozenset({"encoder", "word_vectors", *train_settings})
-        out.append(Planned(model, TrainRequest(
-            dataset=req.dataset, model=model, data_root=req.data_root, model_cfg=model_cfg, train_cfg=train_cfg,
-            seeds=req.seeds, out=req.runs / req.dataset / model, features=req.features,
-            no_images=req.no_images, resume=True, explicit=explicit,
-        )))
+        out.append(
+            Planned(
+                model,
+                TrainRequest(
+                    dataset=req.dataset,
+                    model=model,
+                    data_root=req.data_root,
+                    model_cfg=model_cfg,
+                    train_cfg=train_cfg,
+                    seeds=req.seeds,
+                    out=req.runs / req.dataset / model,
+                    features=req.features,
+                    no_images=req.no_images,
+                    resume=True,
+                    explicit=explicit,
+                ),
+            )
+        )
     return out
 
 
@@ -122,8 +138,9 @@ def _check(planned: list[Planned]) -> None:
                 )
         recipe = get_recipe(item.model)
         try:
-            recipe.check_inputs(recipe.defaulted(item.request.model_cfg, item.request.train_cfg,
-                                                 item.request.explicit)[0])
+            recipe.check_inputs(
+                recipe.defaulted(item.request.model_cfg, item.request.train_cfg, item.request.explicit)[0]
+            )
         except ConfigError as e:
             raise ConfigError(f"{item.model}: {e} (or leave it out with --systems)") from None
 
@@ -159,9 +176,10 @@ def run(req: ReproduceRequest, console: Console | None = None) -> dict:
             from umt.stages import extract_images
 
             console.print(f"[bold]no feature cache for {escape(req.dataset)}: extracting the images first[/]")
-            extract_images.run(ExtractRequest(
-                dataset=req.dataset, data_root=req.data_root, weights=req.weights, device=req.device
-            ), console=console)
+            extract_images.run(
+                ExtractRequest(dataset=req.dataset, data_root=req.data_root, weights=req.weights, device=req.device),
+                console=console,
+            )
 
     from umt.stages import report, train
 

@@ -26,9 +26,20 @@ EVAL_SPLITS = ("test", "valid", "train")
 IMPORT_FORMATS = ("twitter", "mner-json")
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_FAILURES", "CacheInfoRequest", "CacheMergeRequest", "DataImportRequest",
-    "DataStatsRequest", "DemoRequest", "EvalRequest", "ExtractRequest", "PredictRequest", "ReportRequest",
-    "ReproduceRequest", "Shard", "TrainRequest",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_FAILURES",
+    "CacheInfoRequest",
+    "CacheMergeRequest",
+    "DataImportRequest",
+    "DataStatsRequest",
+    "DemoRequest",
+    "EvalRequest",
+    "ExtractRequest",
+    "PredictRequest",
+    "ReportRequest",
+    "ReproduceRequest",
+    "Shard",
+    "TrainRequest",
 ]
 
 

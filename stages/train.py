@@ -158,8 +158,9 @@ def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None
         return _run(req, recipe, splits, vocab, console, world, stop_after_epoch)
 
 
-def _run(req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console, world: World,
-         stop_after_epoch) -> list[dict]:
+def _run(
+    req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console, world: World, stop_after_epoch
+) -> list[dict]:
     with contextlib.ExitStack() as claims:  # each run folder is held (locked) until its run is done
         runs = []
         for seed in req.seeds:
@@ -180,7 +181,8 @@ def _run(req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: 
             if state == "finished":
                 console.print(
                     f"{escape(str(run_dir.path))} is finished already; skipping (remove it or use --overwrite to "
-                    "retrain)", highlight=False,
+                    "retrain)",
+                    highlight=False,
                 )
                 results.append(run_dir.metrics())
                 continue
@@ -235,8 +237,17 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
         run.log({"event": "start", "seed": train_cfg.seed})
     started = time.perf_counter()
     summary = fit(
-        model, data["train"], data["valid"], text, session.vocab, train_cfg, run,
-        resume=resuming, console=console, stop_after_epoch=stop_after_epoch, world=world,
+        model,
+        data["train"],
+        data["valid"],
+        text,
+        session.vocab,
+        train_cfg,
+        run,
+        resume=resuming,
+        console=console,
+        stop_after_epoch=stop_after_epoch,
+        world=world,
     )
     if not summary["completed"]:
         console.print(f"stopped early; continue with --resume ({escape(str(run.path))})")

@@ -105,8 +105,13 @@ def train_request(root: Path, encoder: Path, out: Path, **kw):
 
     settings = {"epochs": 2, "batch_size": 8, "lr": 2e-3, "warmup": 0.0, "seed": 3, **kw.pop("train", {})}
     return TrainRequest(
-        dataset="tiny", model=kw.pop("model", "bert-crf"), data_root=root,
-        model_cfg=ModelConfig(encoder=str(encoder), heads=4), train_cfg=TrainConfig(**settings), out=out, **kw,
+        dataset="tiny",
+        model=kw.pop("model", "bert-crf"),
+        data_root=root,
+        model_cfg=ModelConfig(encoder=str(encoder), heads=4),
+        train_cfg=TrainConfig(**settings),
+        out=out,
+        **kw,
     )
 
 

@@ -155,9 +155,7 @@ def test_hub_name_that_cannot_be_fetched_says_how_to_pass_a_folder(monkeypatch):
 
 
 def test_slow_tokenizer_is_refused(monkeypatch, tmp_path: Path):
-    monkeypatch.setattr(
-        transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: SimpleNamespace(is_fast=False)
-    )
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: SimpleNamespace(is_fast=False))
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(ConfigError, match="slow"):

@@ -43,8 +43,6 @@ def one_line_error(code: int, err: str) -> str:
     return err
 
 
-
-
 @pytest.fixture(scope="module")
 def finished_run(tiny_root, tiny_encoder_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finished") / "run"
@@ -94,7 +92,10 @@ def test_bad_arguments_are_refused_before_torch_loads(tmp_path, tiny_root):
         f"encoder folder {tmp_path / 'nowhere'} does not exist": [*train_, "--encoder", str(tmp_path / "nowhere")],
         "this model reads word vectors: pass --word-vectors PATH": [*train_[:-1], "bilstm-crf"],
         f"word vectors {tmp_path / 'glove.txt'} do not exist": [
-            *train_[:-1], "hbilstm-crf", "--word-vectors", str(tmp_path / "glove.txt")
+            *train_[:-1],
+            "hbilstm-crf",
+            "--word-vectors",
+            str(tmp_path / "glove.txt"),
         ],
         "--set optimizer must be one of adamw, sgd, got 'adam'": [*train_, "--set", "optimizer=adam"],
         "char_encoder must be one of none, cnn, lstm, got 'gru'": [*train_, "--set", "char_encoder=gru"],
@@ -107,7 +108,10 @@ def test_bad_arguments_are_refused_before_torch_loads(tmp_path, tiny_root):
     with exclusive_lock(locked):  # another "process" writes the cache
         done = subprocess.run(
             [sys.executable, "-c", LIGHT_CHECK, json.dumps(list(cases.values()))],
-            capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -155,14 +159,24 @@ def test_unwritable_outputs_are_refused_before_any_work(
 ):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    train_ = ["train", "--data-root", tiny_root, "--dataset", "tiny", "--model", "bert-crf",
-              "--encoder", tiny_encoder_dir]
+    train_ = [
+        "train",
+        "--data-root",
+        tiny_root,
+        "--dataset",
+        "tiny",
+        "--model",
+        "bert-crf",
+        "--encoder",
+        tiny_encoder_dir,
+    ]
     err = one_line_error(*umt([*train_, "--out", blocker / "run"], capsys))
     assert f"cannot create the run directory {blocker / 'run'}" in err
     # Permission bits do not stop root (CI runs as root): make the folder look read-only to the check.
     readonly = tmp_path / "readonly"
     readonly.mkdir(mode=0o555)
     real_access = os.access
+
     def access(target, path, mode):
         return False if Path(path) == target and mode & os.W_OK else real_access(path, mode)
 
@@ -235,9 +249,28 @@ def test_few_images_are_warned_about_with_the_count(tiny_encoder_dir, tmp_path, 
 def test_ctrl_c_names_the_epoch_and_resume_finishes(tiny_root, tiny_encoder_dir, tmp_path):
     run = tmp_path / "run"
     argv = [
-        sys.executable, "-m", "umt.cli", "train", "--data-root", str(tiny_root), "--dataset", "tiny",
-        "--model", "bert-crf", "--encoder", str(tiny_encoder_dir), "--epochs", "400", "--batch-size", "8",
-        "--set", "heads=4", "--out", str(run), "--device", "cpu",
+        sys.executable,
+        "-m",
+        "umt.cli",
+        "train",
+        "--data-root",
+        str(tiny_root),
+        "--dataset",
+        "tiny",
+        "--model",
+        "bert-crf",
+        "--encoder",
+        str(tiny_encoder_dir),
+        "--epochs",
+        "400",
+        "--batch-size",
+        "8",
+        "--set",
+        "heads=4",
+        "--out",
+        str(run),
+        "--device",
+        "cpu",
     ]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -289,8 +322,10 @@ def test_resume_takes_the_runs_own_settings(tiny_root, tiny_encoder_dir, tmp_pat
 
 def test_a_run_that_failed_does_not_block_a_rerun(finished_run, tiny_root, tiny_encoder_dir, tmp_path):
     run = tmp_path / "run"
-    bad = replace(train_request(tiny_root, tiny_encoder_dir, run, model="umt", no_images=True),
-                  model_cfg=ModelConfig(encoder=str(tiny_encoder_dir), heads=5))
+    bad = replace(
+        train_request(tiny_root, tiny_encoder_dir, run, model="umt", no_images=True),
+        model_cfg=ModelConfig(encoder=str(tiny_encoder_dir), heads=5),
+    )
     with pytest.raises(ConfigError, match="heads=5 must divide"):
         train.run(bad)
     assert not run.exists()  # the failed run removed the folder it had created

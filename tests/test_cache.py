@@ -220,9 +220,14 @@ def test_lock_refuses_a_second_writer_and_is_released(tmp_path: Path):
 def test_lock_of_a_killed_holder_is_free(tmp_path: Path):
     out = tmp_path / "x.h5"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from cache.lock import exclusive_lock\nfrom pathlib import Path\nimport time\n"
-         f"with exclusive_lock(Path({str(out)!r})):\n    print('held', flush=True)\n    time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"from cache.lock import exclusive_lock\nfrom pathlib import Path\nimport time\n"
+            f"with exclusive_lock(Path({str(out)!r})):\n    print('held', flush=True)\n    time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"

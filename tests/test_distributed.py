@@ -107,8 +107,12 @@ def test_accumulated_parts_make_the_whole_step(setup, tmp_path, one_thread):
     def trained(out: Path, **train_cfg) -> dict:
         spec = _spec(setup, out, **train_cfg)
         request = TrainRequest(
-            dataset="tiny", model="bert-crf", data_root=setup["root"], model_cfg=ModelConfig(**spec["model_cfg"]),
-            train_cfg=TrainConfig(**spec["train_cfg"]), out=out,
+            dataset="tiny",
+            model="bert-crf",
+            data_root=setup["root"],
+            model_cfg=ModelConfig(**spec["model_cfg"]),
+            train_cfg=TrainConfig(**spec["train_cfg"]),
+            out=out,
         )
         train.run(request)
         return RunDir.open(out).best_weights()

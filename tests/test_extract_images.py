@@ -38,10 +38,6 @@ def photo(width: int = 96, height: int = 72) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
 
-
-
-
-
 def sixteen_bit_png() -> bytes:
     values = np.linspace(0, 65535, 64 * 48, dtype=np.uint16).reshape(48, 64)
     return encoded(Image.fromarray(values), "PNG")
@@ -122,7 +118,11 @@ def test_manifest_records_backbone_weights_preprocessing(extraction):
     with FeatureCache(extraction[0]) as cache:
         m = cache.manifest
     assert (m["backbone"], m["layer"], m["grid"], m["channels"], m["dtype"]) == (
-        "resnet152", "layer4", [7, 7], 2048, "float16"
+        "resnet152",
+        "layer4",
+        [7, 7],
+        2048,
+        "float16",
     )
     assert m["weights"] == {"source": "random", "seed": 0, "init": "torchvision default, zero_init_residual"}
     assert m["preprocessing"]["resize"] == [224, 224] and m["preprocessing"]["crop"] is None
@@ -165,6 +165,7 @@ def test_float32_storage(tmp_path: Path):
 
 def test_dataset_mode_uses_the_distinct_ids_of_all_splits(tmp_path: Path, monkeypatch):
     from umt.pipeline.data import layout as datasets
+
     posts = {
         "train": [Post(["x"], ["O"], "b"), Post(["y"], ["O"], None)],
         "valid": [Post(["z"], ["O"], "a")],

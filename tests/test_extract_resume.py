@@ -131,8 +131,20 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(images, reference, tmp
     out = tmp_path / "feats.h5"
     partial = tmp_path / "feats.h5.partial"
     command = [
-        sys.executable, "-m", "umt.cli", "extract-images", "--images", str(images), "--out", str(out),
-        "--weights", "random", "--batch-size", str(BATCH), "--num-workers", "1",
+        sys.executable,
+        "-m",
+        "umt.cli",
+        "extract-images",
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--weights",
+        "random",
+        "--batch-size",
+        str(BATCH),
+        "--num-workers",
+        "1",
     ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + KILL_TIMEOUT_S

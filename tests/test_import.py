@@ -33,8 +33,11 @@ def write_mner_json(root: Path) -> Path:
         images.mkdir(parents=True)
         lines = []
         for i, (tokens, labels) in enumerate(posts, start=1):
-            lines.append(json.dumps({"id": str(i), "image_id": f"{i}.jpg", "text": " ".join(tokens),
-                                     "tokens": tokens, "label": labels}))
+            lines.append(
+                json.dumps(
+                    {"id": str(i), "image_id": f"{i}.jpg", "text": " ".join(tokens), "tokens": tokens, "label": labels}
+                )
+            )
             kind = "PNG" if split == "test" else "JPEG"
             Image.new("RGB", (40, 30), COLOURS[split]).save(images / f"{i}.jpg", format=kind)
         (texts / f"{split}.json").write_text("\n".join(lines) + "\n")
@@ -95,10 +98,39 @@ def test_imported_sample_runs_end_to_end(tmp_path, tiny_encoder_dir, capsys):
     root = tmp_path / "data"
     for argv in (
         ["data", "import", source, "--format", "mner-json", "--name", "sample", "--data-root", root],
-        ["extract-images", "--dataset", "sample", "--data-root", root, "--weights", "random", "--dtype", "float32",
-         "--strict", "--num-workers", "0"],
-        ["train", "--dataset", "sample", "--data-root", root, "--model", "umt", "--encoder", tiny_encoder_dir,
-         "--epochs", "1", "--set", "heads=4", "--set", "standardize_visual=true", "--out", tmp_path / "run"],
+        [
+            "extract-images",
+            "--dataset",
+            "sample",
+            "--data-root",
+            root,
+            "--weights",
+            "random",
+            "--dtype",
+            "float32",
+            "--strict",
+            "--num-workers",
+            "0",
+        ],
+        [
+            "train",
+            "--dataset",
+            "sample",
+            "--data-root",
+            root,
+            "--model",
+            "umt",
+            "--encoder",
+            tiny_encoder_dir,
+            "--epochs",
+            "1",
+            "--set",
+            "heads=4",
+            "--set",
+            "standardize_visual=true",
+            "--out",
+            tmp_path / "run",
+        ],
     ):
         with pytest.raises(SystemExit) as exited:
             main([str(a) for a in argv])

@@ -27,8 +27,16 @@ FILLER_IDS = range(20, 60)  # piece ids of ordinary words
 NAME_IDS = range(100, 106)  # piece ids of the ambiguous names: any of them can be of any type
 
 ALL_MODELS = (
-    "bert-softmax", "bert-crf", "gvatt-bert-crf", "adacan-bert-crf", "mt", "umt",
-    "umt-no-esd", "umt-no-conversion", "umt-no-image-aware-wr", "umt-no-visual-gate",
+    "bert-softmax",
+    "bert-crf",
+    "gvatt-bert-crf",
+    "adacan-bert-crf",
+    "mt",
+    "umt",
+    "umt-no-esd",
+    "umt-no-conversion",
+    "umt-no-image-aware-wr",
+    "umt-no-visual-gate",
 )  # fmt: skip  (the sub-word models; the word-level ones are in test_zoo.py and test_word_side.py)
 TABLE_2 = (
     "bilstm-crf", "cnn-bilstm-crf", "hbilstm-crf", "bert-softmax", "bert-crf",

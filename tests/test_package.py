@@ -35,7 +35,10 @@ def test_the_cli_works_from_a_folder_holding_cache_and_pipeline(tmp_path, tiny_r
     umt = Path(sys.executable).with_name("umt")
     done = subprocess.run(
         [str(umt), "data", "stats", "--dataset", "tiny", "--data-root", str(tiny_root)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "tweets" in done.stdout and "72" in done.stdout  # 48 + 12 + 12

@@ -79,9 +79,14 @@ def test_the_style_of_a_dataset_is_detected_from_its_words():
 
 def test_bad_lines_are_reported_with_their_numbers_and_reading_goes_on():
     lines = [
-        '{"text": "Kevin Durant in Oakland", "id": 7}\n', "\n", '{"text": broken\n', '{"image": "a.jpg"}\n',
-        '{"tokens": ["Kevin", "Durant"], "text": "Kevin  Durant!"}\n', '{"tokens": ["x"], "text": "y"}\n',
-        '["a list"]\n', '{"tokens": "Kevin Durant"}\n',
+        '{"text": "Kevin Durant in Oakland", "id": 7}\n',
+        "\n",
+        '{"text": broken\n',
+        '{"image": "a.jpg"}\n',
+        '{"tokens": ["Kevin", "Durant"], "text": "Kevin  Durant!"}\n',
+        '{"tokens": ["x"], "text": "y"}\n',
+        '["a list"]\n',
+        '{"tokens": "Kevin Durant"}\n',
     ]
     out = list(read_new_posts(lines, "jsonl", "tweet"))
     kinds = ["NewPost", "BadLine", "BadLine", "NewPost", "BadLine", "BadLine", "BadLine"]
@@ -100,8 +105,10 @@ def test_bad_lines_are_reported_with_their_numbers_and_reading_goes_on():
 
 VOCAB = LabelVocab.from_types(["LOC", "PER"])  # O B-LOC I-LOC B-PER I-PER
 #: Entities over 5 words: every start and end position, both types, the first and last word.
-ENTITIES = [Entity(s, e, VOCAB.index(f"B-{t}"), VOCAB.index(f"I-{t}"))
-            for s, e, t in [(0, 1, "PER"), (0, 2, "LOC"), (1, 3, "PER"), (2, 5, "LOC"), (4, 5, "PER"), (3, 4, "LOC")]]
+ENTITIES = [
+    Entity(s, e, VOCAB.index(f"B-{t}"), VOCAB.index(f"I-{t}"))
+    for s, e, t in [(0, 1, "PER"), (0, 2, "LOC"), (1, 3, "PER"), (2, 5, "LOC"), (4, 5, "PER"), (3, 4, "LOC")]
+]
 
 
 def _brute_force(log_score, n: int, entity: Entity) -> float:
@@ -174,7 +181,10 @@ def test_tags_are_always_valid_bio_and_entities_are_the_ones_eval_counts():
     (tagged,) = tag_batches(_Fixed(emissions), [batch], [6], [text], [offsets], [text.split()], vocab, cpu)
     assert tagged.tags == ["B-PER", "I-PER", "O", "B-LOC", "B-PER", "B-LOC"]
     assert [(e["entity_group"], e["word"]) for e in tagged.entities] == [
-        ("PER", "Kevin Durant"), ("LOC", "Oakland"), ("PER", "Steph"), ("LOC", "Ca")
+        ("PER", "Kevin Durant"),
+        ("LOC", "Oakland"),
+        ("PER", "Steph"),
+        ("LOC", "Ca"),
     ]
     assert [(t, s, e) for t, s, e in bio_to_spans(decoded)] == [
         (e["entity_group"], e["token_start"], e["token_end"]) for e in tagged.entities
@@ -207,14 +217,24 @@ def imaged_run(tiny_root, tiny_encoder_dir, tmp_path_factory) -> dict:
     settings = {"weights": weights_identity("random"), "preprocessing": PREPROCESSING, "dtype": "float32"}
     cache = write_grid_cache(base / "tiny.h5", grids, settings)
     run = base / "run"
-    train.run(TrainRequest(
-        dataset="tiny", model="umt", data_root=tiny_root, out=run, features=cache,
-        model_cfg=ModelConfig(encoder=str(tiny_encoder_dir), heads=4),
-        train_cfg=TrainConfig(epochs=3, batch_size=8, lr=2e-3),
-    ))
+    train.run(
+        TrainRequest(
+            dataset="tiny",
+            model="umt",
+            data_root=tiny_root,
+            out=run,
+            features=cache,
+            model_cfg=ModelConfig(encoder=str(tiny_encoder_dir), heads=4),
+            train_cfg=TrainConfig(epochs=3, batch_size=8, lr=2e-3),
+        )
+    )
     posts = load_split(tiny_root, "tiny", "test")[:4]
-    lines = [json.dumps({"text": " ".join(p.tokens), "image": f"{p.image}.png" if p.image in IMAGED else None,
-                         "id": p.image}) for p in posts]
+    lines = [
+        json.dumps(
+            {"text": " ".join(p.tokens), "image": f"{p.image}.png" if p.image in IMAGED else None, "id": p.image}
+        )
+        for p in posts
+    ]
     lines.insert(2, '{"text": "Great to see Anna in Paris", "image": "gone.jpg"}')  # line 3: a missing image
     lines.insert(3, "{not json")  # line 4
     inputs = base / "posts.jsonl"
@@ -238,8 +258,12 @@ def test_predict_computes_images_as_the_cache_did_and_caches_them_by_content(ima
     assert [o["line"] for o in on_the_fly] == [1, 2, 5, 6]
 
     # the same posts by image id through the run's own cache: the same tags, the same probabilities
-    lines = [json.dumps({"text": o["text"], "image": o["image"].removesuffix(".png")} if "image" in o
-                        else {"text": o["text"]}) for o in on_the_fly]
+    lines = [
+        json.dumps(
+            {"text": o["text"], "image": o["image"].removesuffix(".png")} if "image" in o else {"text": o["text"]}
+        )
+        for o in on_the_fly
+    ]
     by_id = tmp_path / "by_id.jsonl"
     by_id.write_text("\n".join(lines) + "\n", encoding="utf-8")
     predict.run(PredictRequest(r["run"], input=by_id, features=r["cache"], output=tmp_path / "c.jsonl"))
@@ -257,8 +281,11 @@ def test_predict_computes_images_as_the_cache_did_and_caches_them_by_content(ima
 
 def test_entities_carry_offsets_into_the_text_and_valid_probabilities(imaged_run, tmp_path):
     r = imaged_run
-    predict.run(PredictRequest(r["run"], input=r["inputs"], images=r["images"], image_cache=tmp_path,
-                               output=tmp_path / "out.jsonl"))
+    predict.run(
+        PredictRequest(
+            r["run"], input=r["inputs"], images=r["images"], image_cache=tmp_path, output=tmp_path / "out.jsonl"
+        )
+    )
     for record in _read(tmp_path / "out.jsonl"):
         assert len(record["tags"]) == len(record["tokens"])
         for entity in record["entities"]:
@@ -269,8 +296,16 @@ def test_entities_carry_offsets_into_the_text_and_valid_probabilities(imaged_run
 
 def test_a_bad_line_is_reported_and_strict_makes_it_an_error(imaged_run, tmp_path, capsys):
     r = imaged_run
-    argv = ["predict", str(r["run"]), "--input", str(r["inputs"]), "--images", str(r["images"]),
-            "--image-cache", str(tmp_path)]
+    argv = [
+        "predict",
+        str(r["run"]),
+        "--input",
+        str(r["inputs"]),
+        "--images",
+        str(r["images"]),
+        "--image-cache",
+        str(tmp_path),
+    ]
     with pytest.raises(SystemExit) as exited:
         main([*argv, "--output", str(tmp_path / "o.jsonl")])
     err = capsys.readouterr().err
@@ -285,8 +320,11 @@ def test_a_bad_line_is_reported_and_strict_makes_it_an_error(imaged_run, tmp_pat
 
 def test_python_tagger_gives_the_cli_dicts_and_takes_posts_without_images(imaged_run, tmp_path):
     r = imaged_run
-    predict.run(PredictRequest(r["run"], input=r["inputs"], images=r["images"], image_cache=tmp_path,
-                               output=tmp_path / "out.jsonl"))
+    predict.run(
+        PredictRequest(
+            r["run"], input=r["inputs"], images=r["images"], image_cache=tmp_path, output=tmp_path / "out.jsonl"
+        )
+    )
     records = _read(tmp_path / "out.jsonl")
     tagger = umt.load(r["run"], device="cpu")
     images = [r["images"] / o["image"] if "image" in o else None for o in records]
@@ -320,8 +358,16 @@ def test_a_backbone_other_than_the_runs_is_refused(imaged_run, tmp_path):
 
 def test_explain_draws_one_picture_per_entity_of_a_post_with_an_image(imaged_run, tmp_path):
     r = imaged_run
-    summary = predict.run(PredictRequest(r["run"], input=r["inputs"], images=r["images"], image_cache=tmp_path,
-                                         output=tmp_path / "out.jsonl", explain=tmp_path / "explain"))
+    summary = predict.run(
+        PredictRequest(
+            r["run"],
+            input=r["inputs"],
+            images=r["images"],
+            image_cache=tmp_path,
+            output=tmp_path / "out.jsonl",
+            explain=tmp_path / "explain",
+        )
+    )
     records = _read(tmp_path / "out.jsonl")
     expected = sum(len(o["entities"]) for o in records if "image" in o)
     assert expected > 0 and len(summary["explained"]) == expected
@@ -332,8 +378,16 @@ def test_explain_draws_one_picture_per_entity_of_a_post_with_an_image(imaged_run
 
 def test_a_model_that_reads_no_images_ignores_them_and_cannot_explain(tiny_root, tiny_encoder_dir, tmp_path):
     run = tmp_path / "run"
-    train.run(TrainRequest(dataset="tiny", model="bert-crf", data_root=tiny_root, out=run,
-                           model_cfg=ModelConfig(encoder=str(tiny_encoder_dir)), train_cfg=TrainConfig(epochs=1)))
+    train.run(
+        TrainRequest(
+            dataset="tiny",
+            model="bert-crf",
+            data_root=tiny_root,
+            out=run,
+            model_cfg=ModelConfig(encoder=str(tiny_encoder_dir)),
+            train_cfg=TrainConfig(epochs=1),
+        )
+    )
     posts = tmp_path / "posts.jsonl"
     posts.write_text('{"text": "Great to see Anna in Paris", "image": "nowhere.jpg"}\n', encoding="utf-8")
     with pytest.raises(umt.pipeline.errors.ConfigError, match="--explain needs a model that reads images"):
@@ -349,9 +403,16 @@ def test_a_post_longer_than_one_window_gets_every_tag_and_every_entity_a_probabi
     tiny_root, tiny_encoder_dir, tmp_path
 ):
     run = tmp_path / "run"
-    train.run(TrainRequest(dataset="tiny", model="bert-crf", data_root=tiny_root, out=run,
-                           model_cfg=ModelConfig(encoder=str(tiny_encoder_dir)),
-                           train_cfg=TrainConfig(epochs=2, lr=2e-3, batch_size=8, max_length=12, stride=4)))
+    train.run(
+        TrainRequest(
+            dataset="tiny",
+            model="bert-crf",
+            data_root=tiny_root,
+            out=run,
+            model_cfg=ModelConfig(encoder=str(tiny_encoder_dir)),
+            train_cfg=TrainConfig(epochs=2, lr=2e-3, batch_size=8, max_length=12, stride=4),
+        )
+    )
     trained = umt.load(run, device="cpu")
     words = "great day Anna visits Paris ! so happy Chloe visits Oslo ! we love Elena visits Perth !".split() * 2
     assert len(trained.dataset([umt.pipeline.data.types.Post(words, None, None)]).items) > 2  # several windows
@@ -370,9 +431,12 @@ def test_a_folder_of_images_with_captions_is_an_input(imaged_run, tmp_path):
         shutil.copy(imaged_run["images"] / f"{name}.png", folder / f"{name}.png")
         if caption is not None:
             (folder / f"{name}.txt").write_text(caption + "\n", encoding="utf-8")
-    summary = predict.run(PredictRequest(imaged_run["run"], input=folder, image_cache=tmp_path / "g",
-                                         output=tmp_path / "out.jsonl"))
+    summary = predict.run(
+        PredictRequest(imaged_run["run"], input=folder, image_cache=tmp_path / "g", output=tmp_path / "out.jsonl")
+    )
     assert summary["posts"] == 2 and summary["bad_lines"] == 1  # test2.png has no caption
     records = _read(tmp_path / "out.jsonl")
-    assert [(r["id"], r["text"]) for r in records] == [("test0.png", "Great to see Anna in Paris"),
-                                                        ("test1.png", "Chloe visits Oslo !")]
+    assert [(r["id"], r["text"]) for r in records] == [
+        ("test0.png", "Great to see Anna in Paris"),
+        ("test1.png", "Chloe visits Oslo !"),
+    ]

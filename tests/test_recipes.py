@@ -105,7 +105,12 @@ def toy_models():
 
 def _request(root: Path, model: str, out: Path, features: Path | None = None) -> TrainRequest:
     return TrainRequest(
-        dataset="tiny", model=model, data_root=root, out=out, no_images=features is None, features=features,
+        dataset="tiny",
+        model=model,
+        data_root=root,
+        out=out,
+        no_images=features is None,
+        features=features,
         model_cfg=ModelConfig(encoder="unused", pretrained_encoder=False, heads=4),
         train_cfg=TrainConfig(epochs=12, batch_size=8, lr=2e-2, warmup=0.0),
     )
@@ -153,8 +158,9 @@ def test_a_word_level_recipe_reads_images_through_the_cache(toy_models, tiny_roo
     (tmp_path / "ids.txt").write_text("\n".join(ids))
     cache = tmp_path / "feats.h5"
     extract_images.run(
-        ExtractRequest(images=images, ids_from=tmp_path / "ids.txt", out=cache, weights="random", dtype="float32",
-                       num_workers=0)
+        ExtractRequest(
+            images=images, ids_from=tmp_path / "ids.txt", out=cache, weights="random", dtype="float32", num_workers=0
+        )
     )
     run = tmp_path / "run"
     train.run(_request(tiny_root, "toy-word-umt", run, features=cache))

@@ -379,8 +379,10 @@ def test_seeds_are_paired_by_number_and_runs_on_other_posts_are_refused(tmp_path
     groups = {g.system.model: g for g in group_runs(collect_runs(tmp_path))}
     store = PredictionStore()
     paired = compare(groups["umt"], groups["bert-crf"], store, resamples=200)
-    assert paired.seeds == (2,) and paired.f1_a == 1.0 and paired.f1_b == pytest.approx(
-        score(gold, predicted(gold, {2}))[PRIMARY]["f1"]
+    assert (
+        paired.seeds == (2,)
+        and paired.f1_a == 1.0
+        and paired.f1_b == pytest.approx(score(gold, predicted(gold, {2}))[PRIMARY]["f1"])
     )
     refused = compare(groups["mt"], groups["bert-crf"], store, resamples=200)
     assert refused.p is None and "post 6 has other words" in refused.note
@@ -411,10 +413,18 @@ def table2_runs(tmp_path) -> Path:
     root = tmp_path / "runs"
     for dataset, seed in itertools.product(("twitter2015", "twitter2017"), (1, 2)):
         base_wrong = set(range(seed, 30, 3))
-        write_run(seed_dir(root, "bert-crf", seed, dataset), "bert-crf", words, gold,
-                  predicted(gold, base_wrong, how="retype"), seed=seed, dataset=dataset)
-        write_run(seed_dir(root, "umt", seed, dataset), "umt", words, gold, predicted(gold, {0}), seed=seed,
-                  dataset=dataset)
+        write_run(
+            seed_dir(root, "bert-crf", seed, dataset),
+            "bert-crf",
+            words,
+            gold,
+            predicted(gold, base_wrong, how="retype"),
+            seed=seed,
+            dataset=dataset,
+        )
+        write_run(
+            seed_dir(root, "umt", seed, dataset), "umt", words, gold, predicted(gold, {0}), seed=seed, dataset=dataset
+        )
         write_run(seed_dir(root, "gvatt-bert-crf", seed, dataset), "gvatt-bert-crf", words, gold,
                   predicted(gold, set(range(0, 30, 2))), seed=seed, dataset=dataset)  # fmt: skip
     return root

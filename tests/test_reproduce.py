@@ -37,8 +37,15 @@ def tiny_request(tiny_root, tiny_encoder_dir, tmp_path) -> ReproduceRequest:
     ids = [p.image for split in ("train", "valid", "test") for p in load_split(tiny_root, "tiny", split)]
     cache = write_grid_cache(tmp_path / "tiny.h5", {i: rng.standard_normal((49, 2048)) for i in ids})
     return ReproduceRequest(
-        dataset="tiny", data_root=tiny_root, seeds=(1, 2), systems="bert-crf,umt", encoder=str(tiny_encoder_dir),
-        features=cache, runs=tmp_path / "runs", device="cpu", train_overrides={"epochs": 1, "batch_size": 8},
+        dataset="tiny",
+        data_root=tiny_root,
+        seeds=(1, 2),
+        systems="bert-crf,umt",
+        encoder=str(tiny_encoder_dir),
+        features=cache,
+        runs=tmp_path / "runs",
+        device="cpu",
+        train_overrides={"epochs": 1, "batch_size": 8},
     )
 
 
@@ -70,8 +77,14 @@ def test_a_stopped_reproduction_resumes_where_it_stopped_and_writes_the_report(t
 
 def test_finished_runs_made_with_other_settings_are_not_counted_as_the_plans(tiny_request):
     reproduce.run(ReproduceRequest(**{**vars(tiny_request), "systems": "bert-crf", "seeds": (1,)}))
-    other = ReproduceRequest(**{**vars(tiny_request), "systems": "bert-crf", "seeds": (1,),
-                                "train_overrides": {"epochs": 2, "batch_size": 8}})
+    other = ReproduceRequest(
+        **{
+            **vars(tiny_request),
+            "systems": "bert-crf",
+            "seeds": (1,),
+            "train_overrides": {"epochs": 2, "batch_size": 8},
+        }
+    )
     (state,) = reproduce.run(ReproduceRequest(**{**vars(other), "dry_run": True}))["planned"]["bert-crf"]
     assert state == "finished with other settings: epochs 1 (planned 2)"
     with pytest.raises(ConfigError, match="finished with other settings"):

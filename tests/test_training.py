@@ -109,9 +109,13 @@ def test_train_writes_a_run_that_reloads_to_the_same_scores(tiny_root, tiny_enco
 def test_resume_equals_uninterrupted(tiny_root, tiny_encoder_dir, tmp_path):
     full = train.run(_request(tiny_root, tiny_encoder_dir, tmp_path / "full", model="umt", no_images=True))[0]
     partial = tmp_path / "partial"
-    assert train.run(
-        _request(tiny_root, tiny_encoder_dir, partial, model="umt", no_images=True), stop_after_epoch=lambda e: e == 0
-    ) == []
+    assert (
+        train.run(
+            _request(tiny_root, tiny_encoder_dir, partial, model="umt", no_images=True),
+            stop_after_epoch=lambda e: e == 0,
+        )
+        == []
+    )
     assert (partial / "last.pt").is_file() and not (partial / "metrics.json").exists()
     resumed = train.run(_request(tiny_root, tiny_encoder_dir, partial, model="umt", no_images=True, resume=True))[0]
     assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
@@ -176,8 +180,13 @@ def test_a_recipes_defaults_fill_what_the_user_did_not_set():
     assert train_cfg.lr == 0.5 and train_cfg.optimizer == "sgd" and train_cfg.batch_size == 10  # lr given
     assert model_cfg.lstm_hidden == 200 and model_cfg.dropout == 0.5  # not given: the recipe's values
     # a request built in Python counts what differs from the dataclass defaults as given
-    request = TrainRequest(dataset="d", model="m", data_root=Path("."), train_cfg=TrainConfig(lr=0.5, seed=4),
-                           model_cfg=ModelConfig(lstm_hidden=7))
+    request = TrainRequest(
+        dataset="d",
+        model="m",
+        data_root=Path("."),
+        train_cfg=TrainConfig(lr=0.5, seed=4),
+        model_cfg=ModelConfig(lstm_hidden=7),
+    )
     assert request.explicit == {"lr", "seed", "lstm_hidden"}
     model_cfg, train_cfg = recipe.defaulted(request.model_cfg, request.train_cfg, request.explicit)
     assert (model_cfg.lstm_hidden, train_cfg.lr, train_cfg.epochs) == (7, 0.5, 50)

@@ -50,8 +50,6 @@ def one_line(code: int, err: str) -> str:
     return err
 
 
-
-
 def _one_epoch(root: Path, encoder: Path, out: Path, **kw):
     return train_request(root, encoder, out, train={"epochs": 1}, **kw)
 
@@ -101,8 +99,13 @@ def test_weights_are_safetensors_and_nothing_a_run_loads_is_unpickled_freely(fin
         assert handle.metadata()["format"] == "umt-weights" and int(handle.metadata()["epoch"]) == 0
     assert not (finished_run / "best.pt").exists()
     source = Path(umt.__file__).parent
-    loads = [line for f in source.rglob("*.py") if ".venv" not in f.parts and "tests" not in f.parts
-             for line in f.read_text().splitlines() if "torch.load(" in line]
+    loads = [
+        line
+        for f in source.rglob("*.py")
+        if ".venv" not in f.parts and "tests" not in f.parts
+        for line in f.read_text().splitlines()
+        if "torch.load(" in line
+    ]
     assert loads and all("weights_only=True" in line for line in loads), loads
 
 
@@ -157,8 +160,24 @@ def test_weights_in_place_of_safetensors_that_are_a_pickle_are_refused(run_copy,
 
 
 def _train_argv(root: Path, encoder: Path, out: Path, *extra) -> list:
-    return ["train", "--dataset", "tiny", "--data-root", root, "--model", "bert-crf", "--encoder", encoder,
-            "--set", "heads=4", "--epochs", "1", "--out", out, *extra]
+    return [
+        "train",
+        "--dataset",
+        "tiny",
+        "--data-root",
+        root,
+        "--model",
+        "bert-crf",
+        "--encoder",
+        encoder,
+        "--set",
+        "heads=4",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("extra", [(), ("--overwrite",)])
@@ -207,8 +226,9 @@ def test_overwrite_of_unfinished_extraction_work_keeps_a_users_file(tmp_path, ca
     (partial / "plan.json").write_text('{"ids": ["x"], "chunk_size": 9, "shard": [1, 1], "fingerprint": {}}')
     (partial / "chunk-000000.npz").write_bytes(b"an old chunk")
     (partial / "notes.txt").write_text("mine")
-    code, _, err = umt_cli(["extract-images", "--images", images, "--out", out, "--weights", "random",
-                            "--overwrite"], capsys)
+    code, _, err = umt_cli(
+        ["extract-images", "--images", images, "--out", out, "--weights", "random", "--overwrite"], capsys
+    )
     assert code in (None, 0), err
     assert out.is_file() and sorted(p.name for p in partial.iterdir()) == ["notes.txt"]
 
@@ -219,10 +239,16 @@ def test_import_overwrite_removes_only_the_files_the_import_listed(tmp_path, cap
     Image.new("RGB", (8, 8)).save(release / "images" / "pic.jpg")
     data_import.run(DataImportRequest(release, "twitter", "tw", data_root=root))
     assert json.loads((root / "tw" / "import.json").read_text())["files"] == {
-        "dataset": ["test.txt", "train.txt", "valid.txt"], "images": ["pic.jpg"]}
+        "dataset": ["test.txt", "train.txt", "valid.txt"],
+        "images": ["pic.jpg"],
+    }
     (root / "tw_images" / "holiday.jpg").write_bytes(b"mine")
-    err = one_line(*umt_cli(["data", "import", release, "--format", "twitter", "--name", "tw", "--data-root", root,
-                             "--overwrite"], capsys)[::2])
+    err = one_line(
+        *umt_cli(
+            ["data", "import", release, "--format", "twitter", "--name", "tw", "--data-root", root, "--overwrite"],
+            capsys,
+        )[::2]
+    )
     assert "hold files the import did not write (tw_images/holiday.jpg)" in err
     assert (root / "tw_images" / "holiday.jpg").read_bytes() == b"mine"
     (root / "tw_images" / "holiday.jpg").unlink()
@@ -261,8 +287,11 @@ def test_overwrite_replaces_only_umt_caches_and_eval_never_writes_over_its_input
     Image.new("RGB", (8, 8)).save(images / "a.jpg")
     document = tmp_path / "thesis.tex"
     document.write_text("\\chapter{One}")
-    err = one_line(*umt_cli(["extract-images", "--images", images, "--out", document, "--weights", "random",
-                             "--overwrite"], capsys)[::2])
+    err = one_line(
+        *umt_cli(
+            ["extract-images", "--images", images, "--out", document, "--weights", "random", "--overwrite"], capsys
+        )[::2]
+    )
     assert "is not a umt feature cache; umt replaces only its own caches" in err
     err = one_line(*umt_cli(["cache", "merge", document, tmp_path / "x.shard-1-of-1.h5", "--overwrite"], capsys)[::2])
     assert "is not a umt feature cache" in err and document.read_text() == "\\chapter{One}"
@@ -367,12 +396,20 @@ def test_an_image_id_that_is_a_path_is_refused_with_its_file_and_line(tmp_path, 
 def test_import_never_overwrites_its_own_source_or_a_dataset_it_did_not_make(tmp_path, capsys):
     root = tmp_path / "data"
     source = _twitter_release(root / "tw", "pic")
-    err = one_line(*umt_cli(["data", "import", source, "--format", "twitter", "--name", "tw", "--data-root", root,
-                             "--overwrite"], capsys)[::2])
+    err = one_line(
+        *umt_cli(
+            ["data", "import", source, "--format", "twitter", "--name", "tw", "--data-root", root, "--overwrite"],
+            capsys,
+        )[::2]
+    )
     assert "overlap" in err and (source / "train.txt").is_file()
     release = _twitter_release(tmp_path / "release", "pic")
-    err = one_line(*umt_cli(["data", "import", release, "--format", "twitter", "--name", "tw", "--data-root",
-                             root, "--overwrite"], capsys)[::2])
+    err = one_line(
+        *umt_cli(
+            ["data", "import", release, "--format", "twitter", "--name", "tw", "--data-root", root, "--overwrite"],
+            capsys,
+        )[::2]
+    )
     assert "was not made by umt data import" in err and (source / "train.txt").is_file()
     # a dataset an import made is replaced by the next import with --overwrite
     data_import.run(DataImportRequest(release, "twitter", "copy", data_root=root))
@@ -390,8 +427,9 @@ def test_an_image_linked_from_outside_the_image_folder_is_not_read(tmp_path, cap
     ids = tmp_path / "ids.txt"
     ids.write_text("own.png\nleak.png\n")
     out = tmp_path / "feats.h5"
-    code, stdout, _ = umt_cli(["extract-images", "--images", images, "--ids-from", ids, "--out", out,
-                               "--weights", "random"], capsys)
+    code, stdout, _ = umt_cli(
+        ["extract-images", "--images", images, "--ids-from", ids, "--out", out, "--weights", "random"], capsys
+    )
     assert code is None or code == 0
     from umt.cache.reader import FeatureCache
 
@@ -399,8 +437,22 @@ def test_an_image_linked_from_outside_the_image_folder_is_not_read(tmp_path, cap
         assert cache.status("own.png") == "ok" and cache.status("leak.png") == "unreadable"
         assert "outside the image folder" in cache.reason("leak.png")
     ids.write_text("own.png\n../secret.png\n")
-    err = one_line(*umt_cli(["extract-images", "--images", images, "--ids-from", ids, "--out", tmp_path / "b.h5",
-                             "--weights", "random"], capsys)[::2])
+    err = one_line(
+        *umt_cli(
+            [
+                "extract-images",
+                "--images",
+                images,
+                "--ids-from",
+                ids,
+                "--out",
+                tmp_path / "b.h5",
+                "--weights",
+                "random",
+            ],
+            capsys,
+        )[::2]
+    )
     assert "ids.txt:2: image id '../secret.png' contains '..'" in err
 
 
@@ -443,8 +495,22 @@ def _predict(r: dict, capsys, lines: list[str], tmp_path: Path, *extra) -> tuple
     posts = tmp_path / "posts.jsonl"
     posts.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.jsonl"
-    code, _, err = umt_cli(["predict", r["run"], "--input", posts, "--images", r["images"], "--output", out,
-                            "--image-cache", tmp_path / "grids", *extra], capsys)
+    code, _, err = umt_cli(
+        [
+            "predict",
+            r["run"],
+            "--input",
+            posts,
+            "--images",
+            r["images"],
+            "--output",
+            out,
+            "--image-cache",
+            tmp_path / "grids",
+            *extra,
+        ],
+        capsys,
+    )
     tagged = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     return code, err, tagged
 
@@ -505,8 +571,9 @@ def test_a_run_with_remote_code_in_its_text_side_runs_none_of_it(run_copy, tmp_p
     del mapped["model_type"]
     (text / "config.json").write_text(json.dumps(mapped))
     for tokenizer_config in text.glob("tokenizer_config.json"):
-        tokenizer_config.write_text(json.dumps({**json.loads(tokenizer_config.read_text()),
-                                                "auto_map": {"AutoTokenizer": ["evil.Tok", None]}}))
+        tokenizer_config.write_text(
+            json.dumps({**json.loads(tokenizer_config.read_text()), "auto_map": {"AutoTokenizer": ["evil.Tok", None]}})
+        )
     err = one_line(*umt_cli(["predict", run_copy, "--input", posts], capsys)[::2])
     assert "text" in err and not marker.exists()
 
@@ -520,7 +587,7 @@ CRAFTED_RUN_FILES = [
     ("config.json", None, "'text' must be a dict, found list"),
     ("labels.json", '{"labels": [1, 2]}', "damaged label vocabulary"),
     ("labels.json", '{"labels": ["O", "B-PER"]}', "damaged label vocabulary"),
-    ("text/tokenizer.json", "{\"version\": 1, garbage", "cannot load a tokenizer"),
+    ("text/tokenizer.json", '{"version": 1, garbage', "cannot load a tokenizer"),
     ("config.json", b"\xff\xfe{}", "not UTF-8 text"),
 ]
 
@@ -595,8 +662,21 @@ def test_an_input_of_which_nothing_can_be_tagged_is_an_error(finished_run, tmp_p
     posts = tmp_path / name
     posts.write_text(content)
     out = tmp_path / "out.jsonl"
-    err = one_line(*umt_cli(["predict", finished_run, "--input", posts, "--format",
-                             "csv" if name.endswith(".csv") else "jsonl", "--output", out], capsys)[::2])
+    err = one_line(
+        *umt_cli(
+            [
+                "predict",
+                finished_run,
+                "--input",
+                posts,
+                "--format",
+                "csv" if name.endswith(".csv") else "jsonl",
+                "--output",
+                out,
+            ],
+            capsys,
+        )[::2]
+    )
     assert words in err and not out.exists() and not (tmp_path / "out.jsonl.partial").exists()
     folder = tmp_path / "no-images"
     folder.mkdir()
@@ -619,16 +699,19 @@ def test_predict_input_that_used_to_end_in_a_traceback(finished_run, tmp_path, c
     err = one_line(*umt_cli(["predict", finished_run, "--input", posts, "--output", posts], capsys)[::2])
     assert "is the input file" in err and posts.read_text().startswith("[[[")
     (tmp_path / "out.jsonl.partial").symlink_to(posts)
-    err = one_line(*umt_cli(["predict", finished_run, "--input", table, "--output", tmp_path / "out.jsonl"],
-                            capsys)[::2])
+    err = one_line(
+        *umt_cli(["predict", finished_run, "--input", table, "--output", tmp_path / "out.jsonl"], capsys)[::2]
+    )
     assert "is a symbolic link" in err and posts.read_text().startswith("[[[")
 
 
 def test_predict_into_a_closed_pipe_ends_in_one_line(finished_run, tmp_path):
     posts = tmp_path / "posts.jsonl"
     posts.write_text('{"text": "Anna visits Paris"}\n' * 3000)
-    command = (f"{sys.executable} -m umt.cli predict {finished_run} --input {posts} --batch-size 64 | head -c 10 "
-               "> /dev/null; exit ${PIPESTATUS[0]}")
+    command = (
+        f"{sys.executable} -m umt.cli predict {finished_run} --input {posts} --batch-size 64 | head -c 10 "
+        "> /dev/null; exit ${PIPESTATUS[0]}"
+    )
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
     assert "broken pipe" in done.stderr
@@ -639,8 +722,21 @@ def test_an_unwritable_image_cache_is_one_line(imaged_run, tmp_path, capsys):
     blocker.write_text("")
     posts = tmp_path / "posts.jsonl"
     posts.write_text('{"text": "Anna visits Paris", "image": "sky.png"}\n')
-    err = one_line(*umt_cli(["predict", imaged_run["run"], "--input", posts, "--images", imaged_run["images"],
-                             "--image-cache", blocker / "cache"], capsys)[::2])
+    err = one_line(
+        *umt_cli(
+            [
+                "predict",
+                imaged_run["run"],
+                "--input",
+                posts,
+                "--images",
+                imaged_run["images"],
+                "--image-cache",
+                blocker / "cache",
+            ],
+            capsys,
+        )[::2]
+    )
     assert "cannot use the image cache folder" in err and "--image-cache DIR" in err
 
 
@@ -667,8 +763,11 @@ def test_the_python_api_names_python_arguments(imaged_run):
     tagger = umt.load(imaged_run["run"])
     with pytest.raises(ConfigError, match=r"texts\[0\]: image 'sky.png' not found .*; pass images_dir="):
         tagger.tag(["Anna visits Paris"], images=["sky.png"])
-    with pytest.raises(ConfigError, match=r"texts\[0\]: image id '/etc/hostname' is an absolute path.*"
-                                          r"any_image_path=True"):
+    with pytest.raises(
+        ConfigError,
+        match=r"texts\[0\]: image id '/etc/hostname' is an absolute path.*"
+        r"any_image_path=True",
+    ):
         tagger.tag(["Anna visits Paris"], images=["/etc/hostname"], images_dir=imaged_run["images"])
 
 
@@ -695,8 +794,9 @@ def test_ids_and_messages_with_brackets_are_printed_as_they_are(tmp_path, capsys
     ids = tmp_path / "ids.txt"
     ids.write_text("photo[draft].jpg\n[/x].jpg\n[bold]gone.jpg\n")
     out = tmp_path / "feats[x].h5"
-    code, stdout, err = umt_cli(["extract-images", "--images", images, "--ids-from", ids, "--out", out,
-                                 "--weights", "random"], capsys)
+    code, stdout, err = umt_cli(
+        ["extract-images", "--images", images, "--ids-from", ids, "--out", out, "--weights", "random"], capsys
+    )
     assert code in (None, 0), err
     assert "[/x].jpg" in stdout and "[bold]gone.jpg" in stdout and "feats[x].h5" in stdout
     code, stdout, err = umt_cli(["cache", "info", out], capsys)

@@ -33,7 +33,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 RECORDED = {
     "manifest": {
-        "backbone": "resnet152", "weights": weights_identity("random"), "preprocessing": PREPROCESSING,
+        "backbone": "resnet152",
+        "weights": weights_identity("random"),
+        "preprocessing": PREPROCESSING,
         "dtype": "float16",
     }
 }
@@ -49,10 +51,6 @@ def picture(seed: int, width: int = 40, height: int = 32) -> Image.Image:
     """Random RGB noise, a different image per seed."""
     pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)  # (H, W, 3)
     return Image.fromarray(pixels)
-
-
-
-
 
 
 def npy(array: np.ndarray, **params) -> bytes:
@@ -99,9 +97,13 @@ def test_the_allow_list_is_the_formats_of_the_image_extensions_and_each_decodes_
     assert set(decode_module.ALLOWED_FORMATS) == {by_extension[e] for e in IMAGE_EXTENSIONS} | {"MPO"}
     img = picture(1, 60, 44)
     files = {
-        "JPEG": encoded(img, "JPEG", quality=90), "MPO": encoded(img, "MPO", save_all=True, append_images=[img]),
-        "PNG": encoded(img, "PNG"), "GIF": encoded(img.convert("P"), "GIF"), "BMP": encoded(img, "BMP"),
-        "WEBP": encoded(img, "WEBP"), "TIFF": encoded(img, "TIFF"),
+        "JPEG": encoded(img, "JPEG", quality=90),
+        "MPO": encoded(img, "MPO", save_all=True, append_images=[img]),
+        "PNG": encoded(img, "PNG"),
+        "GIF": encoded(img.convert("P"), "GIF"),
+        "BMP": encoded(img, "BMP"),
+        "WEBP": encoded(img, "WEBP"),
+        "TIFF": encoded(img, "TIFF"),
     }
     for fmt, data in files.items():
         path = tmp_path / f"{fmt}.img"

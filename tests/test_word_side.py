@@ -135,8 +135,9 @@ def test_characters_casing_and_collation(tmp_path):
 @pytest.mark.parametrize("chars", ["none", "cnn", "lstm"])
 def test_word_encoder_states_are_per_word_and_padding_does_not_leak(tmp_path, chars):
     side = _side(tmp_path, _posts("Anna visits Paris today"), vectors="random")
-    config = ModelConfig(word_vectors="random", char_encoder=chars, lstm_hidden=5, char_dim=4, char_hidden=3,
-                         case_dim=2, dropout=0.0)
+    config = ModelConfig(
+        word_vectors="random", char_encoder=chars, lstm_hidden=5, char_dim=4, char_hidden=3, case_dim=2, dropout=0.0
+    )
     torch.manual_seed(0)
     encoder = side.build_encoder(config).eval()
     short = side.collate(side.windows(["Anna", "visits"]))

@@ -54,13 +54,19 @@ CASES = [(m, images) for m in model_names() for images in ((True, False) if get_
 
 
 @pytest.mark.parametrize(("model", "images"), CASES, ids=[f"{m}-{'images' if i else 'text'}" for m, i in CASES])
-def test_every_model_trains_reloads_and_predicts_the_same(model, images, tiny_root, tiny_cache, tiny_encoder_dir,
-                                                          tmp_path):
+def test_every_model_trains_reloads_and_predicts_the_same(
+    model, images, tiny_root, tiny_cache, tiny_encoder_dir, tmp_path
+):
     run = tmp_path / "run"
     request = TrainRequest(
-        dataset="tiny", model=model, data_root=tiny_root, out=run,
-        features=tiny_cache if images else None, no_images=not images,
-        model_cfg=_model_cfg(model, tiny_encoder_dir), train_cfg=TrainConfig(epochs=2, batch_size=8),
+        dataset="tiny",
+        model=model,
+        data_root=tiny_root,
+        out=run,
+        features=tiny_cache if images else None,
+        no_images=not images,
+        model_cfg=_model_cfg(model, tiny_encoder_dir),
+        train_cfg=TrainConfig(epochs=2, batch_size=8),
     )
     (metrics,) = train.run(request)
     stored = RunDir(run).config()
@@ -128,8 +134,12 @@ def image_typed(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize(
     ("fusion_model", "text_twin"),
-    [("gvatt-hbilstm-crf", "hbilstm-crf"), ("adacan-cnn-bilstm-crf", "cnn-bilstm-crf"),
-     ("gvatt-bert-crf", "bert-crf"), ("adacan-bert-crf", "bert-crf")],
+    [
+        ("gvatt-hbilstm-crf", "hbilstm-crf"),
+        ("adacan-cnn-bilstm-crf", "cnn-bilstm-crf"),
+        ("gvatt-bert-crf", "bert-crf"),
+        ("adacan-bert-crf", "bert-crf"),
+    ],
 )
 def test_a_fusion_reads_the_type_from_the_image_where_its_text_twin_cannot(
     fusion_model, text_twin, image_typed, tiny_encoder_dir, tmp_path
@@ -139,10 +149,17 @@ def test_a_fusion_reads_the_type_from_the_image_where_its_text_twin_cannot(
     train_cfg = TrainConfig(epochs=12, batch_size=8, lr=0.05 if word_level else 3e-3, head_lr=0.0, seed=3)
     f1 = {}
     for model in (fusion_model, text_twin):
-        (metrics,) = train.run(TrainRequest(
-            dataset="typed", model=model, data_root=root, out=tmp_path / model, features=cache,
-            model_cfg=_model_cfg(model, tiny_encoder_dir), train_cfg=train_cfg,
-        ))
+        (metrics,) = train.run(
+            TrainRequest(
+                dataset="typed",
+                model=model,
+                data_root=root,
+                out=tmp_path / model,
+                features=cache,
+                model_cfg=_model_cfg(model, tiny_encoder_dir),
+                train_cfg=train_cfg,
+            )
+        )
         f1[model] = metrics["test"]["default"]["f1"]
     assert f1[text_twin] < 0.55, f1  # the span is easy, its type a guess among three
     assert f1[fusion_model] > 0.85, f1
@@ -153,13 +170,26 @@ def test_the_span_detection_branch_works_on_the_word_level_side(tiny_root, tiny_
     from umt.pipeline.models.registry import registered
     from umt.pipeline.models.zoo import WORDS, multimodal_tagger
 
-    with registered("word-umt", multimodal_tagger, multimodal=True, help="test", text=WORDS,
-                    fixes={"esd": True, "char_encoder": "cnn"}):
+    with registered(
+        "word-umt",
+        multimodal_tagger,
+        multimodal=True,
+        help="test",
+        text=WORDS,
+        fixes={"esd": True, "char_encoder": "cnn"},
+    ):
         run = tmp_path / "run"
-        train.run(TrainRequest(
-            dataset="tiny", model="word-umt", data_root=tiny_root, out=run, features=tiny_cache,
-            model_cfg=ModelConfig(word_vectors="random", **SMALL), train_cfg=TrainConfig(epochs=2, batch_size=8),
-        ))
+        train.run(
+            TrainRequest(
+                dataset="tiny",
+                model="word-umt",
+                data_root=tiny_root,
+                out=run,
+                features=tiny_cache,
+                model_cfg=ModelConfig(word_vectors="random", **SMALL),
+                train_cfg=TrainConfig(epochs=2, batch_size=8),
+            )
+        )
         trained = umt.load(run, device="cpu")
         assert trained.model.span_detector is not None and trained.model.conversion is not None
         posts = load_split(tiny_root, "tiny", "test")
@@ -173,8 +203,21 @@ def test_a_word_level_run_resumes_from_any_folder_without_its_vectors_option(tin
     vectors = tmp_path / "vectors.txt"
     vectors.write_text("".join(f"{w.lower()} 0.{i} 0.5 0.25\n" for i, w in enumerate(["visits", "Paris", "Anna"])))
     monkeypatch.chdir(tmp_path)
-    argv = ["train", "--dataset", "tiny", "--data-root", str(tiny_root), "--model", "bilstm-crf",
-            "--epochs", "2", "--set", "lstm_hidden=8", "--out", "run"]
+    argv = [
+        "train",
+        "--dataset",
+        "tiny",
+        "--data-root",
+        str(tiny_root),
+        "--model",
+        "bilstm-crf",
+        "--epochs",
+        "2",
+        "--set",
+        "lstm_hidden=8",
+        "--out",
+        "run",
+    ]
     with pytest.raises(SystemExit) as done:
         main([*argv, "--word-vectors", "vectors.txt"])  # a relative path
     assert done.value.code == 0
@@ -195,8 +238,20 @@ def test_a_word_level_run_resumes_from_any_folder_without_its_vectors_option(tin
     assert (tmp_path / "killed" / RunDir.LAST).is_file() and not (tmp_path / "killed" / RunDir.METRICS).exists()
     monkeypatch.chdir(tiny_root)  # elsewhere, and without --word-vectors
     with pytest.raises(SystemExit) as done:
-        main(["train", "--dataset", "tiny", "--data-root", str(tiny_root), "--model", "bilstm-crf",
-              "--out", str(tmp_path / "killed"), "--resume"])
+        main(
+            [
+                "train",
+                "--dataset",
+                "tiny",
+                "--data-root",
+                str(tiny_root),
+                "--model",
+                "bilstm-crf",
+                "--out",
+                str(tmp_path / "killed"),
+                "--resume",
+            ]
+        )
     assert done.value.code == 0
     resumed = json.loads((tmp_path / "killed" / RunDir.METRICS).read_text())
     assert resumed["test"] == full["test"]

@@ -107,8 +107,9 @@ def _written_before(folder: Path, images: Path) -> tuple[set[str], set[str]]:
             )
         return set(), set()
     owned = {folder: {*dataset, MARKER}, images: copied}
-    unknown = [f"{f.name}/{n}" for f, names in held.items() for n, regular in names.items()
-               if not regular or n not in owned[f]]
+    unknown = [
+        f"{f.name}/{n}" for f, names in held.items() for n, regular in names.items() if not regular or n not in owned[f]
+    ]
     if unknown:
         raise ConfigError(
             f"{folder} and {images} hold files the import did not write ({', '.join(sorted(unknown)[:3])}); "
@@ -158,8 +159,13 @@ def _write(folder: Path, images: Path, splits: dict[str, Path | bytes], copies: 
 
 def _record(fmt: str, source: Path, posts: dict[str, int], copies: dict, missing: list) -> dict:
     """What :data:`MARKER` says of an import besides the files it lists."""
-    return {"format": fmt, "source": str(source.resolve()), "posts": posts, "copied": len(copies),
-            "missing": len(missing)}
+    return {
+        "format": fmt,
+        "source": str(source.resolve()),
+        "posts": posts,
+        "copied": len(copies),
+        "missing": len(missing),
+    }
 
 
 def _source_image(folder: Path, image_id: str) -> Path | None:

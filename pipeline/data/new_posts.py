@@ -150,9 +150,8 @@ def lone_surrogate(text: str) -> str | None:
 def unknown_key(key: str, known: tuple[str, ...] = KNOWN_KEYS, what: str = "key") -> str:
     """The message for an unknown key or column, with a did-you-mean when one is close."""
     hint = did_you_mean(key, known)
-    return (
-        f"unknown {what} {key!r}{hint}; a post has '{TEXT}' or '{TOKENS}', optionally '{IMAGE}' and '{ID}'"
-        + (f" (and '{LABELS}', ignored)" if LABELS in known else "")
+    return f"unknown {what} {key!r}{hint}; a post has '{TEXT}' or '{TOKENS}', optionally '{IMAGE}' and '{ID}'" + (
+        f" (and '{LABELS}', ignored)" if LABELS in known else ""
     )
 
 

@@ -54,9 +54,7 @@ class CRFHead(nn.Module):
         has_words = mask[:, 0]  # (B,) pytorch-crf needs the first step of every row on
         if not has_words.any():
             return emissions.sum() * 0.0
-        log_likelihood = self.crf(
-            emissions[has_words].float(), tags[has_words], mask[has_words], reduction="sum"
-        )
+        log_likelihood = self.crf(emissions[has_words].float(), tags[has_words], mask[has_words], reduction="sum")
         return -log_likelihood / emissions.shape[0]
 
     @torch.no_grad()

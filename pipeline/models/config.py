@@ -94,9 +94,7 @@ class ModelConfig:
         if self.esd_weight < 0.0:
             raise ConfigError(f"model config: esd_weight must be >= 0, got {self.esd_weight}")
         if self.visual_dim < 1 or self.grid < 1:
-            raise ConfigError(
-                f"model config: visual_dim and grid must be >= 1, got {self.visual_dim} and {self.grid}"
-            )
+            raise ConfigError(f"model config: visual_dim and grid must be >= 1, got {self.visual_dim} and {self.grid}")
         if not self.encoder:
             raise ConfigError("model config: encoder must name a Hugging Face model or a local folder")
         for name, allowed in (("fusion", FUSIONS), ("char_encoder", CHAR_ENCODERS)):

@@ -160,7 +160,7 @@ def model_names() -> list[str]:
 
 def get_recipe(name: str) -> Recipe:
     if name not in _registry():
-        raise ConfigError(f"unknown model {name!r}{did_you_mean(name, model_names())}; registered models: "
-                          f"{', '.join(model_names())}")
+        raise ConfigError(
+            f"unknown model {name!r}{did_you_mean(name, model_names())}; registered models: {', '.join(model_names())}"
+        )
     return _REGISTRY[name]
-

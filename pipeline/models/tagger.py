@@ -46,9 +46,7 @@ class Tagger(nn.Module):
         self.fusion = fusion
         width = fusion.out_dim if fusion is not None else encoder.hidden_size
         self.emission = EmissionLayer(width, len(vocab), config.dropout)  # w_MNER
-        self.span_detector = (
-            SpanDetector(encoder.hidden_size, config.heads, config.dropout) if config.esd else None
-        )
+        self.span_detector = SpanDetector(encoder.hidden_size, config.heads, config.dropout) if config.esd else None
         self.conversion = (
             LabelConversion(conversion_matrix(vocab), trainable=config.conversion_trainable)
             if config.esd and config.conversion

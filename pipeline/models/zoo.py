@@ -95,79 +95,131 @@ BERT_CRF = {"esd": False, "crf": True}
 
 # ---- Table 2, text only ------------------------------------------------------------------------
 register(
-    "bilstm-crf", multimodal=False, **LSTM, fixes=WORDS_ONLY,
-    defaults=HUANG, paper="BiLSTM-CRF (Huang et al., 2015): 64.42 / 76.31",
+    "bilstm-crf",
+    multimodal=False,
+    **LSTM,
+    fixes=WORDS_ONLY,
+    defaults=HUANG,
+    paper="BiLSTM-CRF (Huang et al., 2015): 64.42 / 76.31",
     help="word vectors (+ casing) -> BiLSTM -> CRF",
 )(text_tagger)
 register(
-    "cnn-bilstm-crf", multimodal=False, **LSTM, fixes=CHAR_CNN,
-    defaults=MA_HOVY, paper="CNN-BiLSTM-CRF (Ma and Hovy, 2016): 67.15 / 79.37",
+    "cnn-bilstm-crf",
+    multimodal=False,
+    **LSTM,
+    fixes=CHAR_CNN,
+    defaults=MA_HOVY,
+    paper="CNN-BiLSTM-CRF (Ma and Hovy, 2016): 67.15 / 79.37",
     help="word vectors + character CNN -> BiLSTM -> CRF",
 )(text_tagger)
 register(
-    "hbilstm-crf", multimodal=False, **LSTM, fixes=CHAR_LSTM,
-    defaults=LAMPLE, paper="HBiLSTM-CRF (Lample et al., 2016): 69.17 / 80.37",
+    "hbilstm-crf",
+    multimodal=False,
+    **LSTM,
+    fixes=CHAR_LSTM,
+    defaults=LAMPLE,
+    paper="HBiLSTM-CRF (Lample et al., 2016): 69.17 / 80.37",
     help="word vectors + character BiLSTM -> BiLSTM -> CRF",
 )(text_tagger)
 register(
-    "bert-softmax", multimodal=False, **BERT, fixes={"esd": False, "crf": False},
-    paper="BERT (Devlin et al., 2019): 71.32 / 82.95", help="BERT: encoder + per-word softmax (text only)",
+    "bert-softmax",
+    multimodal=False,
+    **BERT,
+    fixes={"esd": False, "crf": False},
+    paper="BERT (Devlin et al., 2019): 71.32 / 82.95",
+    help="BERT: encoder + per-word softmax (text only)",
 )(text_tagger)
 register(
-    "bert-crf", multimodal=False, **BERT, fixes=BERT_CRF,
-    paper="BERT-CRF: 71.81 / 83.44", help="BERT-CRF: encoder + CRF (text only)",
+    "bert-crf",
+    multimodal=False,
+    **BERT,
+    fixes=BERT_CRF,
+    paper="BERT-CRF: 71.81 / 83.44",
+    help="BERT-CRF: encoder + CRF (text only)",
 )(text_tagger)
 
 # ---- Table 2, text + image -----------------------------------------------------------------------
 register(
-    "gvatt-hbilstm-crf", multimodal=True, **LSTM,
+    "gvatt-hbilstm-crf",
+    multimodal=True,
+    **LSTM,
     fixes={**CHAR_LSTM, "fusion": "gvatt"},
-    defaults=LAMPLE, paper="GVATT-HBiLSTM-CRF (Lu et al., 2018): 70.80 / 81.87",
+    defaults=LAMPLE,
+    paper="GVATT-HBiLSTM-CRF (Lu et al., 2018): 70.80 / 81.87",
     help="HBiLSTM-CRF + sentence-guided visual attention and visual modulation gate",
 )(multimodal_tagger)
 register(
-    "adacan-cnn-bilstm-crf", multimodal=True, **LSTM,
+    "adacan-cnn-bilstm-crf",
+    multimodal=True,
+    **LSTM,
     fixes={**CHAR_CNN, "fusion": "adacan"},
-    defaults=MA_HOVY, paper="AdaCAN-CNN-BiLSTM-CRF (Zhang et al., 2018): 70.69 / 82.15",
+    defaults=MA_HOVY,
+    paper="AdaCAN-CNN-BiLSTM-CRF (Zhang et al., 2018): 70.69 / 82.15",
     help="CNN-BiLSTM-CRF + adaptive co-attention, gated fusion and filtration gate",
 )(multimodal_tagger)
 register(
-    "gvatt-bert-crf", multimodal=True, **BERT, fixes={**BERT_CRF, "fusion": "gvatt"},
-    paper="GVATT-BERT-CRF: 71.70 / 84.01", help="BERT-CRF + the GVATT fusion",
+    "gvatt-bert-crf",
+    multimodal=True,
+    **BERT,
+    fixes={**BERT_CRF, "fusion": "gvatt"},
+    paper="GVATT-BERT-CRF: 71.70 / 84.01",
+    help="BERT-CRF + the GVATT fusion",
 )(multimodal_tagger)
 register(
-    "adacan-bert-crf", multimodal=True, **BERT, fixes={**BERT_CRF, "fusion": "adacan"},
-    paper="AdaCAN-BERT-CRF: 72.15 / 84.10", help="BERT-CRF + the AdaCAN fusion",
+    "adacan-bert-crf",
+    multimodal=True,
+    **BERT,
+    fixes={**BERT_CRF, "fusion": "adacan"},
+    paper="AdaCAN-BERT-CRF: 72.15 / 84.10",
+    help="BERT-CRF + the AdaCAN fusion",
 )(multimodal_tagger)
 register(
-    "mt", multimodal=True, **BERT, fixes={"esd": False, "fusion": "mmi"},
+    "mt",
+    multimodal=True,
+    **BERT,
+    fixes={"esd": False, "fusion": "mmi"},
     paper="MT-BERT-CRF: 72.58 / 84.42",
     help="MT-BERT-CRF (section 2.3): encoder + multimodal interaction (MMI) + CRF",
 )(multimodal_tagger)
 register(
-    "umt", multimodal=True, **BERT, fixes={"esd": True, "fusion": "mmi"},
+    "umt",
+    multimodal=True,
+    **BERT,
+    fixes={"esd": True, "fusion": "mmi"},
     paper="UMT-BERT-CRF: 73.41 / 85.31",
     help="UMT-BERT-CRF (section 2.4): MT + text-only span detection guiding it through W^c",
 )(multimodal_tagger)
 
 # ---- Table 3, the ablations of UMT ---------------------------------------------------------------
 register(
-    "umt-no-esd", multimodal=True, **BERT, fixes={"esd": False, "fusion": "mmi"},
+    "umt-no-esd",
+    multimodal=True,
+    **BERT,
+    fixes={"esd": False, "fusion": "mmi"},
     paper="Table 3: w/o ESD module",
     help="UMT without the ESD module (Table 3): the same model as mt",
 )(multimodal_tagger)
 register(
-    "umt-no-conversion", multimodal=True, **BERT, fixes={"esd": True, "conversion": False, "fusion": "mmi"},
+    "umt-no-conversion",
+    multimodal=True,
+    **BERT,
+    fixes={"esd": True, "conversion": False, "fusion": "mmi"},
     paper="Table 3: w/o conversion matrix",
     help="UMT with ESD as an auxiliary loss only: its span scores do not enter the emissions",
 )(multimodal_tagger)
 register(
-    "umt-no-image-aware-wr", multimodal=True, **BERT, fixes={"esd": True, "image_aware": False, "fusion": "mmi"},
+    "umt-no-image-aware-wr",
+    multimodal=True,
+    **BERT,
+    fixes={"esd": True, "image_aware": False, "fusion": "mmi"},
     paper="Table 3: w/o image-aware WR",
     help="UMT without image-aware word representations: A is replaced by R",
 )(multimodal_tagger)
 register(
-    "umt-no-visual-gate", multimodal=True, **BERT, fixes={"esd": True, "visual_gate": False, "fusion": "mmi"},
+    "umt-no-visual-gate",
+    multimodal=True,
+    **BERT,
+    fixes={"esd": True, "visual_gate": False, "fusion": "mmi"},
     paper="Table 3: w/o visual gate",
     help="UMT without the visual gate: B = Q",
 )(multimodal_tagger)

@@ -1,8 +1,8 @@
 """Additive (Bahdanau) attention, the scoring both baseline fusions use (GVATT, AdaCAN).
 
-    score(q_i, k_j) = w . tanh(W_q q_i + W_k k_j)       (B, Lq, Lk)
-    alpha_i = softmax_j(score(q_i, k_j))                 over the real keys
-    context_i = sum_j alpha_ij k_j                       (B, Lq, d_k)
+score(q_i, k_j) = w . tanh(W_q q_i + W_k k_j)       (B, Lq, Lk)
+alpha_i = softmax_j(score(q_i, k_j))                 over the real keys
+context_i = sum_j alpha_ij k_j                       (B, Lq, d_k)
 """
 
 from __future__ import annotations

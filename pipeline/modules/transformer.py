@@ -93,9 +93,7 @@ class TransformerLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         init_weights(self)
 
-    def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, Lq, d) queries attend over (B, Lk, d) keys/values -> (B, Lq, d)."""
         return self.attend(queries, keys, key_mask)[0]
 

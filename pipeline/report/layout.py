@@ -100,9 +100,7 @@ def table_spec(groups: Sequence[Group], ablations: bool, paper: bool) -> TableSp
         ("other (unregistered)", _rows_of(sorted({s.model for s in present} - set(model_names())), present, set())),
     )
     expected = _rows_of(table2, present, set(table2))
-    return TableSpec(
-        2, tuple((name, rows) for name, rows in sections if rows), System(BASELINE), True, paper, expected
-    )
+    return TableSpec(2, tuple((name, rows) for name, rows in sections if rows), System(BASELINE), True, paper, expected)
 
 
 @dataclass(frozen=True)
@@ -242,11 +240,16 @@ def footnotes(
         "Scores in %: entity-level test precision (P), recall (R) and F1 (seqeval, default scheme) of each run's "
         "best dev epoch, mean ± sample std over the n seeds (no ± for a single seed)."
         + (" F1 per entity type in the type columns." if spec.per_type else "")
-        + (" ΔF1: F1 minus the full model's (umt trained the same way, with or without images; for the paper's "
-           "rows, the paper's UMT)." if not spec.per_type else "")
+        + (
+            " ΔF1: F1 minus the full model's (umt trained the same way, with or without images; for the paper's "
+            "rows, the paper's UMT)."
+            if not spec.per_type
+            else ""
+        )
     ]
     against = (
-        f"{spec.reference.label}'s" if spec.number == 2
+        f"{spec.reference.label}'s"
+        if spec.number == 2
         else f"that of {spec.reference.label} trained the same way (with images, or with every image absent)"
     )
     marked = [c for c in comparisons if c.b == spec.reference_for(c.a) and c.dataset in datasets]

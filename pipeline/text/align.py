@@ -90,9 +90,7 @@ class Aligner:
         unseen = list(dict.fromkeys(w for w in words if w not in self._pieces))
         if not unseen:
             return
-        encoded = self.tokenizer(
-            [[w] for w in unseen], is_split_into_words=True, add_special_tokens=False
-        )["input_ids"]
+        encoded = self.tokenizer([[w] for w in unseen], is_split_into_words=True, add_special_tokens=False)["input_ids"]
         for word, ids in zip(unseen, encoded, strict=True):
             if not ids:
                 if self.tokenizer.unk_token_id is None:
@@ -141,7 +139,10 @@ class Aligner:
             input_ids.extend(self.suffix)
             windows.append(
                 PieceWindow(
-                    offset=start, keep_from=own_from - start, keep_to=own_to - start, input_ids=input_ids,
+                    offset=start,
+                    keep_from=own_from - start,
+                    keep_to=own_to - start,
+                    input_ids=input_ids,
                     word_index=word_index,
                 )
             )

@@ -56,8 +56,12 @@ def is_local_path(name: str) -> bool:
     """True when ``name`` means a folder on disk rather than a hub id (see the module docstring)."""
     if Path(name).expanduser().exists():
         return True
-    return name.startswith((".", "/", "~")) or name.endswith("/") or "\\" in name or name.count("/") > 1 or (
-        os.altsep is not None and os.altsep in name
+    return (
+        name.startswith((".", "/", "~"))
+        or name.endswith("/")
+        or "\\" in name
+        or name.count("/") > 1
+        or (os.altsep is not None and os.altsep in name)
     )
 
 

@@ -75,8 +75,15 @@ class WordTextSide(TextSide):
 
     kind = "words"
 
-    def __init__(self, words: list[str], chars: list[str], lowercase: bool, dim: int, vectors: str,
-                 pretrained: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(
+        self,
+        words: list[str],
+        chars: list[str],
+        lowercase: bool,
+        dim: int,
+        vectors: str,
+        pretrained: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         self.words, self.chars, self.lowercase, self.dim, self.vectors = words, chars, lowercase, dim, vectors
         self.word_index = {w: i for i, w in enumerate(words)}
         self.char_index = {c: i for i, c in enumerate(chars)}
@@ -110,7 +117,11 @@ class WordTextSide(TextSide):
         saved = read_json_file(path)
         try:
             words, chars, lowercase, dim, vectors = (
-                saved["words"], saved["chars"], saved["lowercase"], saved["dim"], saved["vectors"]
+                saved["words"],
+                saved["chars"],
+                saved["lowercase"],
+                saved["dim"],
+                saved["vectors"],
             )
             if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (words, chars)):
                 raise TypeError("'words' and 'chars' must be lists of strings")
@@ -123,8 +134,13 @@ class WordTextSide(TextSide):
         return cls(words, chars, lowercase, dim, vectors)
 
     def save(self, folder: Path) -> None:
-        saved = {"vectors": self.vectors, "lowercase": self.lowercase, "dim": self.dim,
-                 "words": self.words, "chars": self.chars}
+        saved = {
+            "vectors": self.vectors,
+            "lowercase": self.lowercase,
+            "dim": self.dim,
+            "words": self.words,
+            "chars": self.chars,
+        }
         write_json(folder / VOCAB_FILE, saved)
 
     def word_id(self, word: str) -> int:
@@ -174,5 +190,11 @@ class WordTextSide(TextSide):
         return encoder
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "vectors": self.vectors, "dim": self.dim, "lowercase": self.lowercase,
-                "words": len(self.words), "chars": len(self.chars)}
+        return {
+            "kind": self.kind,
+            "vectors": self.vectors,
+            "dim": self.dim,
+            "lowercase": self.lowercase,
+            "words": len(self.words),
+            "chars": len(self.chars),
+        }

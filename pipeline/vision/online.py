@@ -233,8 +233,10 @@ class ImageFeaturizer:
             )
         self.weights = _weights_spec(manifest.get("weights", {}), weights, weights_option)
         if manifest.get("dtype", DEFAULT_DTYPE) not in STORAGE_DTYPES:
-            raise ConfigError(f"the run's features record the storage dtype {manifest.get('dtype')!r}, not one of "
-                              f"{', '.join(STORAGE_DTYPES)}")
+            raise ConfigError(
+                f"the run's features record the storage dtype {manifest.get('dtype')!r}, not one of "
+                f"{', '.join(STORAGE_DTYPES)}"
+            )
         self.dtype = np.dtype(manifest.get("dtype", DEFAULT_DTYPE))
         settings = json.dumps({k: manifest.get(k) for k in ("backbone", "weights", "preprocessing")}, sort_keys=True)
         settings += str(self.dtype)
