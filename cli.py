@@ -316,6 +316,13 @@ def train_cmd(
         help="Autocast dtype: fp32, bf16, fp16 (CUDA, with loss scaling) or auto (bf16 on a GPU "
         "that has it, else fp32; bf16 on a CPU is ~10x slower). Emissions and the CRF always run in fp32.",
     ),
+    recipe: str = typer.Option(
+        "default",
+        help="The model's settings for everything not given: default (umt's, `umt models --defaults`; the "
+        "README's recipe table says where and why they differ from the paper) or paper (what the paper's "
+        "section 3.1 states for each system: batch 16 and 128 positions for all, lr 5e-5 for every "
+        "parameter of the BERT systems).",
+    ),
     set_: list[str] = typer.Option(
         [],
         "--set",
@@ -359,6 +366,7 @@ def train_cmd(
             resume=resume,
             overwrite=overwrite,
             explicit=frozenset(explicit),
+            settings=recipe,
         )
     )
 
@@ -561,6 +569,9 @@ def reproduce_cmd(
     ),
     weights: str = typer.Option(_X.weights, help="ResNet-152 weights for an extraction this command runs."),
     no_images: bool = typer.Option(False, "--no-images", help="Train the multimodal systems with every image absent."),
+    recipe: str = typer.Option(
+        "paper", help="Settings of every system: paper (section 3.1; the README's recipe table) or default (umt's)."
+    ),
     epochs: int = typer.Option(0, help="Epochs for every system instead of the paper's (0: the paper's)."),
     batch_size: int = typer.Option(0, help="Batch size for every system instead of the paper's (0: the paper's)."),
     lr: float = typer.Option(0.0, help="Learning rate for every system instead of the paper's (0: the paper's)."),
@@ -590,6 +601,7 @@ def reproduce_cmd(
             runs=runs,
             device=device,
             train_overrides=overrides,
+            settings=recipe,
             dry_run=dry_run,
         )
     )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Column, Table
 
 from umt.pipeline.models.registry import Recipe, get_recipe, model_names
+from umt.stages.requests import TrainRequest
 
 _CHARACTERS = {"cnn": " + char CNN", "lstm": " + char BiLSTM", "none": ""}
 
@@ -35,9 +39,26 @@ def run(console: Console | None = None, defaults: bool = False) -> None:
         )
     console.print(table)
     if defaults:
-        table = Table(Column("name", no_wrap=True), "what it is", "defaults (override with --set KEY=VALUE)")
+        table = Table(
+            Column("name", no_wrap=True),
+            "what it is",
+            "defaults (override with --set KEY=VALUE)",
+            "--recipe paper: where it differs (Twitter-2017)",
+        )
         for name in model_names():
             recipe = get_recipe(name)
             shown = ", ".join(f"{k}={v}" for k, v in recipe.defaults.items()) or "the general defaults"
-            table.add_row(name, recipe.help, shown)
+            table.add_row(name, recipe.help, shown, _paper_differences(recipe))
         console.print(table)
+
+
+def _paper_differences(recipe: Recipe) -> str:
+    """The settings ``--recipe paper`` changes against ``--recipe default`` for ``recipe``."""
+    if not recipe.paper_settings:
+        return "-"
+    request = TrainRequest(dataset="twitter2017", model=recipe.name, data_root=Path("."))
+    paper = replace(request, settings="paper")
+    (model_default, train_default), (model_paper, train_paper) = request.configs(), paper.configs()
+    default = {**model_default.to_dict(), **train_default.to_dict()}
+    changed = {k: v for k, v in {**model_paper.to_dict(), **train_paper.to_dict()}.items() if default[k] != v}
+    return ", ".join(f"{k}={v}" for k, v in changed.items()) or "none"

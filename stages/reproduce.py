@@ -7,12 +7,12 @@ resume rules, so a finished run is skipped, a killed one resumes from its last c
 epoch, and a killed extraction resumes at its next chunk: rerunning the same command after a
 stop at any point finishes the work and changes nothing already done.
 
-Settings (:func:`paper_settings`): the systems over BERT train as the authors' released
-script trained UMT (jefferyYu/UMT ``run_mtmner_crf.py``): batch 32, lr 5e-5 with 10% linear
-warm-up for every parameter (``head_lr`` 0: no separate rate for the added layers and the CRF),
-sequences of 128 pieces, 24 epochs on Twitter-2015 and 22 on Twitter-2017 (the paper
-itself states batch 16 and no epoch count); the BiLSTM systems keep their own papers' recipes
-(``umt models --defaults``). Options given by the user override both, for every system.
+Settings: every system trains with its recipe's ``paper`` settings (``umt train --recipe
+paper``; ``--recipe default`` for umt's own): section 3.1's batch 16 and maximum length 128 for
+every system; for the systems over BERT, Devlin et al.'s fine-tuning with lr 5e-5 for every
+parameter, dropout 0.1, lambda 0.5 and the authors' released epoch counts (24 on Twitter-2015,
+22 on Twitter-2017: the paper states none); the BiLSTM systems keep their own papers' training
+(``umt models --defaults``). Options given by the user override them, for every system.
 """
 
 from __future__ import annotations
@@ -35,9 +35,6 @@ from umt.stages.requests import ExtractRequest, ReportRequest, ReproduceRequest,
 
 #: Table 3: the full model and its four ablations (as the report lays it out).
 TABLE3 = (FULL_MODEL, *ABLATIONS)
-#: The authors' released training script: epochs per dataset (other datasets: the recipe's own).
-AUTHORS_EPOCHS = {"twitter2015": 24, "twitter2017": 22}
-AUTHORS_SETTINGS = {"batch_size": 32, "lr": 5e-5, "head_lr": 0.0, "warmup": 0.1, "max_length": 128}
 
 
 def systems(selection: str) -> tuple[str, ...]:
@@ -52,16 +49,6 @@ def systems(selection: str) -> tuple[str, ...]:
     if not names:
         raise ConfigError("--systems: expected table2, table3, all or comma-separated model names")
     return names
-
-
-def paper_settings(model: str, dataset: str) -> dict[str, object]:
-    """The TrainConfig settings :mod:`umt.stages.reproduce` trains ``model`` with on ``dataset``."""
-    if get_recipe(model).text_side().kind == "words":
-        return {}
-    settings = dict(AUTHORS_SETTINGS)
-    if dataset in AUTHORS_EPOCHS:
-        settings["epochs"] = AUTHORS_EPOCHS[dataset]
-    return settings
 
 
 #: Settings a finished run must share with the plan to count as one of its runs.
@@ -83,9 +70,7 @@ class Planned:
         if not run.finished:
             return "to train"
         stored = run.config()
-        model_cfg, train_cfg = get_recipe(self.model).defaulted(
-            self.request.model_cfg, self.request.train_cfg, self.request.explicit
-        )
+        model_cfg, train_cfg = self.request.configs()
         differ = [
             f"{k} {getattr(stored.train_cfg, k)} (planned {getattr(train_cfg, k)})"
             for k in COMPARED
@@ -102,10 +87,9 @@ def plan(req: ReproduceRequest) -> list[Planned]:
     """One train request per system (all seeds), with the paper's settings and the user's overrides."""
     out = []
     for model in systems(req.systems):
-        train_settings = {**paper_settings(model, req.dataset), **req.train_overrides}
-        train_cfg = replace(TrainConfig(device=req.device), **train_settings)
+        train_cfg = replace(TrainConfig(device=req.device), **req.train_overrides)
         model_cfg = ModelConfig(encoder=req.encoder, word_vectors=req.word_vectors)
-        explicit = frozenset({"encoder", "word_vectors", *train_settings})
+        explicit = frozenset({"encoder", "word_vectors", *req.train_overrides})
         out.append(
             Planned(
                 model,
@@ -121,6 +105,7 @@ def plan(req: ReproduceRequest) -> list[Planned]:
                     no_images=req.no_images,
                     resume=True,
                     explicit=explicit,
+                    settings=req.settings,
                 ),
             )
         )
@@ -138,9 +123,7 @@ def _check(planned: list[Planned]) -> None:
                 )
         recipe = get_recipe(item.model)
         try:
-            recipe.check_inputs(
-                recipe.defaulted(item.request.model_cfg, item.request.train_cfg, item.request.explicit)[0]
-            )
+            recipe.check_inputs(item.request.configs()[0])
         except ConfigError as e:
             raise ConfigError(f"{item.model}: {e} (or leave it out with --systems)") from None
 
@@ -151,8 +134,7 @@ def _plan_table(planned: list[Planned], req: ReproduceRequest) -> Table:
     for column in ("system", "epochs", "batch", "lr", "runs"):
         table.add_column(column, justify="left" if column in ("system", "runs") else "right")
     for item in planned:
-        recipe = get_recipe(item.model)
-        train_cfg = recipe.defaulted(item.request.model_cfg, item.request.train_cfg, item.request.explicit)[1]
+        train_cfg = item.request.configs()[1]
         states = item.states()
         summary = ", ".join(f"{states.count(s)} {s}" for s in ("finished", "resume", "to train") if s in states)
         table.add_row(item.model, str(train_cfg.epochs), str(train_cfg.batch_size), f"{train_cfg.lr:g}", Text(summary))

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from umt.cache.paths import Shard
 from umt.pipeline.devices import check_device_name
-from umt.pipeline.errors import ConfigError
+from umt.pipeline.errors import ConfigError, did_you_mean
 from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.models.registry import SETTINGS, get_recipe
 from umt.pipeline.train_config import TrainConfig
 
 DEFAULT_BATCH_SIZE = 32
@@ -116,7 +117,8 @@ class TrainRequest:
     """``umt train``: one run per seed of ``model`` on ``dataset``.
 
     ``explicit`` names the ModelConfig / TrainConfig fields the user gave on the command line;
-    the recipe's defaults fill the others (``Recipe.defaulted``). None (a request built in
+    the recipe's ``settings`` (``default`` or ``paper``: ``umt train --recipe``) fill the others
+    (:meth:`configs`). None (a request built in
     Python) counts every field that differs from its dataclass default as given. With
     ``resume`` a run continues with the settings it was started with; an explicit setting that
     differs from them is refused (see ``umt.stages.train``).
@@ -134,8 +136,10 @@ class TrainRequest:
     resume: bool = False
     overwrite: bool = False
     explicit: frozenset[str] | None = None
+    settings: str = "default"
 
     def __post_init__(self) -> None:
+        _check_settings(self.settings)
         if self.explicit is None:
             given = {
                 name
@@ -153,6 +157,11 @@ class TrainRequest:
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other: pick one")
         check_device_name(self.train_cfg.device)
+
+    def configs(self) -> tuple[ModelConfig, TrainConfig]:
+        """The configs the runs train with: the user's values, the recipe's ``settings`` elsewhere."""
+        recipe = get_recipe(self.model)
+        return recipe.defaulted(self.model_cfg, self.train_cfg, self.explicit, self.settings, self.dataset)
 
     def run_dir(self, seed: int) -> Path:
         """``--out``, or ``runs/<dataset>/<model>/seed<N>``; with several seeds, one folder each under ``--out``."""
@@ -295,6 +304,12 @@ class ReportRequest:
             raise ConfigError(f"--resamples must be at least 1, got {self.resamples}")
 
 
+def _check_settings(settings: str) -> None:
+    if settings not in SETTINGS:
+        hint = did_you_mean(settings, SETTINGS)
+        raise ConfigError(f"--recipe {settings!r}{hint}: choose one of {', '.join(SETTINGS)}")
+
+
 #: What ``umt reproduce --systems`` accepts besides comma-separated model names.
 SYSTEM_SETS = ("table2", "table3", "all")
 
@@ -303,9 +318,10 @@ SYSTEM_SETS = ("table2", "table3", "all")
 class ReproduceRequest:
     """``umt reproduce``: extract, train every system and seed with the paper's settings, report.
 
-    ``train_overrides`` are TrainConfig fields the user gave (``--epochs`` ...): they replace
-    the paper's settings for every system. ``weights`` is the backbone for an extraction the
-    command has to run.
+    ``settings`` are the recipe settings every system trains with (``paper`` unless
+    ``--recipe default``); ``train_overrides`` are TrainConfig fields the user gave
+    (``--epochs`` ...): they replace those settings for every system. ``weights`` is the
+    backbone for an extraction the command has to run.
     """
 
     dataset: str
@@ -321,8 +337,10 @@ class ReproduceRequest:
     device: str = "auto"
     train_overrides: dict = field(default_factory=dict)
     dry_run: bool = False
+    settings: str = "paper"
 
     def __post_init__(self) -> None:
+        _check_settings(self.settings)
         check_device_name(self.device)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("--seeds: give distinct seeds, e.g. 1,2,3")

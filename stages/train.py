@@ -1,11 +1,12 @@
 """``umt train``: train one model (or one per seed) from the text and the image-feature cache.
 
-The model's recipe first fills every setting the user did not give with its own defaults
-(``Recipe.defaulted``). Everything a user can get wrong is checked before torch loads (a second
-or so): the model name, the data files, the feature cache's path, the recipe's text inputs (the
-encoder folder, or the word vectors), the run folders (created, or refused when they hold a run
-that --resume or --overwrite should decide about) and, with --resume, that the options given
-agree with the run's own. Then, per run: the recipe's text side
+The model's recipe first fills every setting the user did not give with its settings
+(``--recipe default``, umt's, or ``paper``, section 3.1's: ``TrainRequest.configs``).
+Everything a user can get wrong is checked before torch loads (a second or so): the model
+name, the data files, the feature cache's path, the recipe's text inputs (the encoder folder,
+or the word vectors), the run folders (created, or refused when they hold a run that --resume
+or --overwrite should decide about) and, with --resume, that the options given agree with the
+run's own. Then, per run: the recipe's text side
 cuts the posts into windows, the model is built, :func:`umt.pipeline.trainer.fit` trains with dev
 selection, the best checkpoint scores the test split once, and the run directory is finished.
 
@@ -151,7 +152,7 @@ def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None
     if not world.main:
         console = Console(quiet=True)
     recipe = get_recipe(req.model)
-    model_cfg, train_cfg = recipe.defaulted(req.model_cfg, req.train_cfg, req.explicit)
+    model_cfg, train_cfg = req.configs()
     req = replace(req, model_cfg=model_cfg, train_cfg=train_cfg)
     splits, vocab = _check_inputs(req, recipe)
     with joined(world, world.device(train_cfg.device)):

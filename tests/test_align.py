@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -12,6 +13,7 @@ import transformers
 
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.text.align import Aligner
+from umt.pipeline.text.base import window_spans
 from umt.pipeline.text.hf import load_tokenizer
 
 
@@ -160,3 +162,19 @@ def test_slow_tokenizer_is_refused(monkeypatch, tmp_path: Path):
     (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(ConfigError, match="slow"):
         load_tokenizer(str(tmp_path))
+
+
+@pytest.mark.parametrize("budget,stride", [(1, 0), (3, 1), (5, 2), (8, 3)])
+def test_window_spans_own_every_word_once_and_hold_at_most_the_budget(budget, stride):
+    """The one definition of window ownership both text sides use (pieces, or words of length 1)."""
+    rng = random.Random(budget)
+    for _ in range(50):
+        lengths = [rng.randint(1, budget) for _ in range(rng.randint(0, 30))]
+        spans = window_spans(lengths, budget, stride)
+        owned = [i for span in spans for i in range(span.own_from, span.own_to)]
+        assert owned == list(range(len(lengths)))  # every word exactly once, in order
+        for span in spans:
+            assert sum(lengths[span.start : span.end]) <= budget
+            assert span.start <= span.own_from < span.own_to <= span.end
+        for before, after in itertools.pairwise(spans):
+            assert after.start > before.start and sum(lengths[after.start : before.end]) <= stride

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ from umt.pipeline.modules.attention import AdditiveAttention
 from umt.pipeline.modules.gvatt import GatedVisualAttention
 
 D, VISUAL_DIM, GRID = 8, 6, 5
-FUSIONS = {"gvatt": GatedVisualAttention, "adacan": AdaptiveCoAttention}
+FUSIONS = {"gvatt": GatedVisualAttention, "adacan": partial(AdaptiveCoAttention, tanh=True)}
 
 
 def _inputs(seed=0):
@@ -23,7 +25,7 @@ def _inputs(seed=0):
 
 def _fusion(name):
     torch.manual_seed(0)
-    return FUSIONS[name](D, 0.0, VISUAL_DIM, GRID).eval()
+    return FUSIONS[name](D, VISUAL_DIM, GRID).eval()
 
 
 def test_additive_attention_is_w_tanh_of_the_sum_and_ignores_masked_keys():
@@ -90,3 +92,20 @@ def test_gvatt_gate_closed_on_the_visual_side_leaves_the_scaled_word():
         fusion.gates.bias[:D].zero_()
         fusion.gates.bias[D : 2 * D].fill_(-1e4)
     torch.testing.assert_close(fusion(text, mask, image, image_mask), 0.5 * text)
+
+
+@pytest.mark.parametrize("tanh", [True, False])
+def test_adacan_projects_the_regions_as_zhang_et_al_with_tanh(tanh):
+    """v_I = tanh(W_I v_I + b_I) (Zhang et al., 2018); ``adacan_tanh=false`` (older runs): linear."""
+    torch.manual_seed(0)
+    fusion = AdaptiveCoAttention(D, VISUAL_DIM, GRID, tanh=tanh).eval()
+    text, mask, image, present = _inputs()
+    seen = {}
+
+    def keep_the_keys(_module, args, _output):
+        seen["regions"] = args[1]  # (B, grid, d) the keys the words attend over: V
+
+    fusion.word_to_visual.register_forward_hook(keep_the_keys)
+    fusion(text, mask, image, present)
+    linear = fusion.visual.proj(image)  # (B, grid, d) W_u U + b_u
+    torch.testing.assert_close(seen["regions"], torch.tanh(linear) if tanh else linear)

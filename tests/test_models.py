@@ -159,7 +159,8 @@ def test_model_config_round_trips_and_validates():
     config = ModelConfig(encoder="some/folder", heads=4, dropout=0, conversion_trainable=False)
     assert config.dropout == 0.0 and isinstance(config.dropout, float)
     assert ModelConfig.from_dict(config.to_dict()) == config
-    assert ModelConfig.from_dict({"heads": 6}) == ModelConfig(heads=6)
+    assert ModelConfig.from_dict({"heads": 6}) == ModelConfig(heads=6, adacan_tanh=False)
+    assert ModelConfig().adacan_tanh  # a new run projects as Zhang et al.; a stored config without the key, linearly
     with pytest.raises(ConfigError, match="unknown keys.*'lr'"):
         ModelConfig.from_dict({"lr": 1e-3})
     with pytest.raises(ConfigError, match="heads must be a int"):
@@ -233,6 +234,30 @@ def test_conversion_adds_esd_scores_through_wc_as_in_eq7(encoder):
     assert model.conversion.matrix.requires_grad  # trainable by default
     frozen = _build("umt", encoder, conversion_trainable=False)
     assert "conversion.matrix" not in dict(frozen.named_parameters())
+
+
+@pytest.mark.parametrize("mix", ["sum", "mean"])
+def test_eq7_runs_in_fp32_under_bf16_autocast_and_equals_the_fp32_computation(encoder, mix):
+    """The MNER emissions, the span emissions and their sum through W^c all stay fp32 under
+    autocast: what the CRF reads is the fp32 computation from the same states."""
+    model = _build("umt", encoder, emission_mix=mix).eval()
+    with torch.no_grad():
+        model.span_detector.emission.linear.weight.normal_(std=5.0)  # span scores large enough to round
+    seen = {}
+
+    def keep(_module, args, output):
+        seen["mner"], seen["span"], seen["sum"] = args[0], args[1], output
+
+    model.conversion.register_forward_hook(keep)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        emissions, span_emissions = model.emissions(_batch(seed=4, size=3))
+    assert emissions.dtype == span_emissions.dtype == seen["mner"].dtype == torch.float32
+    matrix = model.conversion.matrix.detach().double()
+    mner, span = seen["mner"].double(), seen["span"].double()
+    expected = mner + span @ matrix if mix == "sum" else 0.5 * mner + 0.5 * span @ matrix
+    torch.testing.assert_close(emissions.double(), expected, rtol=1e-6, atol=1e-5)
+    rounded = (span.bfloat16() @ matrix.bfloat16()).double()
+    assert not torch.allclose(rounded, span @ matrix, rtol=1e-6, atol=1e-5)  # bf16 would have rounded it
 
 
 def _perturb_span_scores(model):
@@ -344,3 +369,6 @@ def test_umt_models_shows_paper_rows_text_sides_fusions_and_defaults():
     at = next(i for i, line in enumerate(lines) if "hbilstm-crf" in line and "optimizer=sgd" in line)
     defaults = " ".join(lines[at : at + 2])  # the row may wrap
     assert "lstm_hidden=100" in defaults and "char_dim=25" in defaults
+    assert lines[at].rstrip(" │").endswith("│ batch_size=16")  # --recipe paper changes only the batch
+    row = next(line for line in lines if line.lstrip("│ ").startswith("umt ") and "general defaults" in line)
+    assert row.rstrip(" │").endswith("│ epochs=22, head_lr=0.0")

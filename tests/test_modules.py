@@ -152,13 +152,15 @@ def test_mmi_without_visual_gate_has_no_gate_and_b_is_q():
 
 def test_label_conversion_starts_from_the_paper_initialisation():
     vocab = LabelVocab.from_types(["PER", "LOC"])
-    trainable = LabelConversion(conversion_matrix(vocab), trainable=True)
-    frozen = LabelConversion(conversion_matrix(vocab), trainable=False)
+    trainable = LabelConversion(conversion_matrix(vocab), trainable=True, mix="sum")
+    frozen = LabelConversion(conversion_matrix(vocab), trainable=False, mix="sum")
     assert [n for n, _ in trainable.named_parameters()] == ["matrix"]
     assert list(frozen.parameters()) == [] and set(frozen.state_dict()) == {"matrix"}
     frozen.load_state_dict(trainable.state_dict())
-    span = torch.randn(2, 3, 3)
-    assert torch.allclose(trainable(span), span @ conversion_matrix(vocab))
+    span, mner = torch.randn(2, 3, 3), torch.randn(2, 3, len(vocab))
+    assert torch.allclose(trainable(mner, span), mner + span @ conversion_matrix(vocab))  # eq. 7
+    mean = LabelConversion(conversion_matrix(vocab), trainable=True, mix="mean")  # the authors' code
+    assert torch.allclose(mean(mner, span), 0.5 * mner + 0.5 * span @ conversion_matrix(vocab))
     # B (row 1) spreads over B-LOC and B-PER, half each
     assert trainable.matrix[1, vocab.index("B-PER")].item() == 0.5
 

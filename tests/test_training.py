@@ -22,6 +22,7 @@ from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.predict import decode_windows, merge_windows
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.text.subword import SubwordTextSide
+from umt.pipeline.text.words import WordTextSide
 from umt.pipeline.train_config import TrainConfig
 from umt.stages import evaluate, train
 from umt.stages.requests import EvalRequest, TrainRequest
@@ -75,14 +76,21 @@ class _PositionTagger(torch.nn.Module):
         return [[(ref.offset + i) % self.k for i in range(n)] for ref, n in zip(batch.refs, counts, strict=True)]
 
 
-def test_long_posts_get_one_prediction_per_word(tiny_encoder_dir):
-    text = SubwordTextSide.create(ModelConfig(encoder=str(tiny_encoder_dir)), TrainConfig(max_length=24, stride=6), [])
-    vocab = LabelVocab.from_types(["PER", "LOC"])
+@pytest.mark.parametrize("side", ["subword", "words"])
+def test_long_posts_get_one_prediction_per_word(tiny_encoder_dir, side):
+    """Both text sides cut a post longer than max_length (pieces, or words) into windows."""
     rng = random.Random(1)
     posts = [Post([rng.choice(FILLER + PEOPLE) for _ in range(n)], None, None) for n in (3, 40, 95, 7)]
     posts[1].tokens[5] = "\u200b"  # a word with no sub-word pieces still gets a tag
+    window = TrainConfig(max_length=24, stride=6)
+    if side == "subword":
+        text = SubwordTextSide.create(ModelConfig(encoder=str(tiny_encoder_dir)), window, [])
+    else:
+        text = WordTextSide.create(ModelConfig(word_vectors="random"), window, posts)
+    vocab = LabelVocab.from_types(["PER", "LOC"])
     dataset = MnerDataset(posts, text, vocab)
     assert len(dataset) > len(posts)  # the long posts really were split into windows
+    assert max(w.positions for p in posts for w in text.windows(p.tokens)) <= 24
     loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=Collator(text, False))
     tags = merge_windows([len(p) for p in posts], decode_windows(_PositionTagger(len(vocab)), loader, vocab, "cpu"))
     for post, row in zip(posts, tags, strict=True):

@@ -16,8 +16,11 @@ from umt.cache.grid import BLOCKS, CHANNELS
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.typed_fields import check_field_types
 
+#: What a stored config that predates a setting was trained with (``from_dict`` fills it in).
+BEFORE_SETTING = {"adacan_tanh": False}
 MAX_SUGGESTED_HEADS = 32  # head counts listed when heads does not divide d
 FUSIONS = ("mmi", "gvatt", "adacan")
+EMISSION_MIXES = ("sum", "mean")  # eq. 7 as written, or the released code's 0.5 / 0.5
 CHAR_ENCODERS = ("none", "cnn", "lstm")
 
 
@@ -42,11 +45,16 @@ class ModelConfig:
     esd: the auxiliary entity span detection branch (section 2.4; False gives MT, section 2.3).
     conversion: add the ESD emissions to the MNER emissions through W^c (eq. 7); False keeps ESD
         as an auxiliary loss only.
+    emission_mix: how eq. 7 combines them: ``sum`` (E + E_ESD W^c, as the paper writes it) or
+        ``mean`` (0.5 E + 0.5 E_ESD W^c, as the authors' released code does).
     image_aware: the image-aware word representations A (False: A is replaced by R).
     visual_gate: the visual gate of eq. 3 (False: B = Q).
     crf: a CRF over the MNER emissions (False: a per-word softmax).
     fusion: the text-image fusion of a multimodal model: ``mmi`` (section 2.3), ``gvatt``
         (Lu et al., 2018) or ``adacan`` (Zhang et al., 2018); see ``umt.pipeline.modules``.
+    adacan_tanh: AdaCAN projects the regions as Zhang et al. wrote it, tanh(W_u U + b) (True);
+        False projects them linearly, as every AdaCAN run trained before this setting existed
+        did (a stored config without the key reloads that way).
 
     The word-level text side (the BiLSTM baselines) reads these; the others never do:
 
@@ -72,10 +80,12 @@ class ModelConfig:
     grid: int = BLOCKS
     esd: bool = True
     conversion: bool = True
+    emission_mix: str = "sum"
     image_aware: bool = True
     visual_gate: bool = True
     crf: bool = True
     fusion: str = "mmi"
+    adacan_tanh: bool = True
     word_vectors: str = ""
     vectors_limit: int = 100_000
     word_dim: int = 100
@@ -97,7 +107,7 @@ class ModelConfig:
             raise ConfigError(f"model config: visual_dim and grid must be >= 1, got {self.visual_dim} and {self.grid}")
         if not self.encoder:
             raise ConfigError("model config: encoder must name a Hugging Face model or a local folder")
-        for name, allowed in (("fusion", FUSIONS), ("char_encoder", CHAR_ENCODERS)):
+        for name, allowed in (("fusion", FUSIONS), ("char_encoder", CHAR_ENCODERS), ("emission_mix", EMISSION_MIXES)):
             if getattr(self, name) not in allowed:
                 got = getattr(self, name)
                 raise ConfigError(f"model config: {name} must be one of {', '.join(allowed)}, got {got!r}")
@@ -122,7 +132,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Rebuild from ``to_dict`` output; keys it lacks take their defaults, unknown keys fail."""
+        """Rebuild from ``to_dict`` output; unknown keys fail. A key it lacks takes the value runs
+        had before the setting existed (:data:`BEFORE_SETTING`), or else its default."""
+        data = {**BEFORE_SETTING, **data}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

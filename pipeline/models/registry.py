@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from umt.pipeline.text.base import TextSide
 
 Builder = Callable[[ModelConfig, "LabelVocab", "Encoder"], "nn.Module"]
+#: The named settings a model trains with (``umt train --recipe``): ``default``, umt's (each
+#: recipe's ``defaults`` over the configs' own defaults, chosen on dev where they differ from
+#: the paper: the README's recipe table), or ``paper``, what the paper's section 3.1 states for
+#: every system (``paper_settings``, with ``paper_datasets`` for a value that depends on the dataset).
+SETTINGS = ("default", "paper")
 Check = Callable[[ModelConfig], None]
 
 
@@ -58,6 +63,8 @@ class Recipe:
     defaults: dict[str, Any] = field(default_factory=dict)  # ModelConfig and TrainConfig fields
     check: Check | str | None = None  # the function, or "module:function" imported on first use
     paper: str = ""
+    paper_settings: dict[str, Any] = field(default_factory=dict)  # ModelConfig and TrainConfig fields
+    paper_datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset -> settings
 
     def text_side(self) -> type[TextSide]:
         """The text side class (imported now if it was registered by name)."""
@@ -68,11 +75,28 @@ class Recipe:
         if self.check is not None:
             _resolve(self.check)(self.configure(config))
 
+    def settings(self, which: str = "default", dataset: str = "") -> dict[str, Any]:
+        """The settings ``which`` (:data:`SETTINGS`) names for this model on ``dataset``: the
+        fields that differ from the configs' own defaults."""
+        if which not in SETTINGS:
+            hint = did_you_mean(which, SETTINGS)
+            raise ConfigError(f"unknown recipe {which!r}{hint}; recipes: {', '.join(SETTINGS)}")
+        if which == "default":
+            return dict(self.defaults)
+        if not self.paper_settings:
+            raise ConfigError(f"model {self.name!r} has no paper settings; train it with --recipe default")
+        return {**self.paper_settings, **self.paper_datasets.get(dataset, {})}
+
     def defaulted(
-        self, model_cfg: ModelConfig, train_cfg: TrainConfig, explicit: frozenset[str]
+        self,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        explicit: frozenset[str],
+        settings: str = "default",
+        dataset: str = "",
     ) -> tuple[ModelConfig, TrainConfig]:
-        """The configs with this recipe's defaults wherever the user set nothing (``explicit``)."""
-        chosen = {k: v for k, v in self.defaults.items() if k not in explicit}
+        """The configs with the ``settings`` of this recipe wherever the user set nothing (``explicit``)."""
+        chosen = {k: v for k, v in self.settings(settings, dataset).items() if k not in explicit}
         model_keys = set(ModelConfig().to_dict())
         return (
             replace(model_cfg, **{k: v for k, v in chosen.items() if k in model_keys}),
@@ -114,23 +138,38 @@ def register(
     defaults: dict[str, Any] | None = None,
     check: Check | str | None = None,
     paper: str = "",
+    paper_settings: dict[str, Any] | None = None,
+    paper_datasets: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Builder], Builder]:
     """A decorator registering a builder under ``name`` with its text side. One builder may serve
     several names that differ only in the switches they fix (``fixes``: config field -> value)
-    and the defaults they train with (``defaults``: ModelConfig or TrainConfig field -> value)."""
+    and the defaults they train with (``defaults``: ModelConfig or TrainConfig field -> value);
+    ``paper_settings`` (and per dataset ``paper_datasets``) are what its paper states, the
+    settings of ``--recipe paper``."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         model_keys, train_keys = set(ModelConfig().to_dict()), set(TrainConfig().to_dict())
-        unknown = (set(fixes or {}) - model_keys) | (set(defaults or {}) - model_keys - train_keys)
+        setting_sets = [defaults or {}, paper_settings or {}, *(paper_datasets or {}).values()]
+        unknown = (set(fixes or {}) - model_keys) | {k for d in setting_sets for k in d} - model_keys - train_keys
         if unknown:
-            raise ValueError(f"model {name!r} fixes or defaults unknown config keys {sorted(unknown)}")
-        if defaults:  # the values must pass the configs' own checks
-            ModelConfig(**{k: v for k, v in defaults.items() if k in model_keys})
-            TrainConfig(**{k: v for k, v in defaults.items() if k in train_keys})
+            raise ValueError(f"model {name!r} fixes or sets unknown config keys {sorted(unknown)}")
+        for values in setting_sets:  # the values must pass the configs' own checks
+            ModelConfig(**{k: v for k, v in values.items() if k in model_keys})
+            TrainConfig(**{k: v for k, v in values.items() if k in train_keys})
         _REGISTRY[name] = Recipe(
-            name, multimodal, help, text, builder, dict(fixes or {}), dict(defaults or {}), check, paper
+            name,
+            multimodal,
+            help,
+            text,
+            builder,
+            dict(fixes or {}),
+            dict(defaults or {}),
+            check,
+            paper,
+            dict(paper_settings or {}),
+            {k: dict(v) for k, v in (paper_datasets or {}).items()},
         )
         return builder
 

@@ -3,7 +3,7 @@
     C = encoder(text inputs)                           (B, L, d)       over pieces (or words)
     H = fusion(C, image) if multimodal else C          (B, L, width)   e.g. MMI: [A; B], width 2d
     E = w_MNER . words(H)                              (B, W, |Y|)     eq. 6
-    E += (w_ESD . gather_words(T)) W^c  if ESD + W^c   (B, W, |Y|)     eq. 7, T = Transformer(C)
+    E += (w_ESD . gather_words(T)) W^c  if ESD + W^c   (B, W, |Y|)     eq. 7, T = Transformer(C), in fp32
     loss = NLL_MNER(E) + lambda * NLL_ESD              section 2.5
     decode = Viterbi(E) (or argmax without a CRF)
 
@@ -48,7 +48,7 @@ class Tagger(nn.Module):
         self.emission = EmissionLayer(width, len(vocab), config.dropout)  # w_MNER
         self.span_detector = SpanDetector(encoder.hidden_size, config.heads, config.dropout) if config.esd else None
         self.conversion = (
-            LabelConversion(conversion_matrix(vocab), trainable=config.conversion_trainable)
+            LabelConversion(conversion_matrix(vocab), trainable=config.conversion_trainable, mix=config.emission_mix)
             if config.esd and config.conversion
             else None
         )
@@ -68,7 +68,7 @@ class Tagger(nn.Module):
         if self.span_detector is not None:
             span_emissions = self.span_detector(text)  # (B, W, |Z|)
             if self.conversion is not None:
-                emissions = emissions + self.conversion(span_emissions)  # (B, W, |Y|) eq. 7
+                emissions = self.conversion(emissions, span_emissions)  # (B, W, |Y|) eq. 7
         return emissions, span_emissions
 
     @contextmanager

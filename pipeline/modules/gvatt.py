@@ -10,7 +10,9 @@
 
 Lu et al. query the regions with a sentence vector from their BiLSTM; this module takes the
 mean of whatever text states it gets (BiLSTM words or BERT pieces), so the LSTM and BERT
-variants share it. A post without an image attends over the learned "no image" grid.
+variants share it. A post without an image attends over the learned "no image" grid. The
+module drops nothing itself: the tagger's dropout before the emission layer is the one dropout
+between the text states and the emissions.
 """
 
 from __future__ import annotations
@@ -25,12 +27,11 @@ from umt.pipeline.modules.visual import VisualProjection
 
 
 class GatedVisualAttention(Fusion):
-    def __init__(self, d: int, dropout: float, visual_dim: int, grid: int):
+    def __init__(self, d: int, visual_dim: int, grid: int):
         super().__init__()
         self.visual = VisualProjection(visual_dim, d, grid)  # U -> V
         self.attention = AdditiveAttention(d, d, d)  # sentence over regions
         self.gates = nn.Linear(2 * d, 3 * d)  # [h; v_c] -> beta_w, beta_v, m (the W and U maps side by side)
-        self.dropout = nn.Dropout(dropout)
         self.out_dim = d
         init_weights(self)
 
@@ -42,6 +43,6 @@ class GatedVisualAttention(Fusion):
         sentence = (text * real).sum(1) / real.sum(1).clamp(min=1.0)  # (B, d)
         context, weights = self.attention(sentence[:, None, :], v)  # (B, 1, d) v_c, (B, 1, 49)
         self.record(weights.expand(-1, text.shape[1], -1))  # (B, L, 49) one map for the whole sentence
-        context = self.dropout(context).expand_as(text)  # (B, L, d)
+        context = context.expand_as(text)  # (B, L, d)
         keep, enter, modulated = self.gates(torch.cat([text, context], dim=-1)).chunk(3, dim=-1)  # 3 x (B, L, d)
         return torch.sigmoid(keep) * text + torch.sigmoid(enter) * torch.tanh(modulated)  # (B, L, d)

@@ -1,8 +1,12 @@
 """The BiLSTM baselines' sentence encoder: word embeddings [+ characters] [+ casing] -> BiLSTM.
 
     x_t = [e(w_t); char(w_t); case(w_t)]        per word                 (B, W, d_in)
-    c   = BiLSTM(dropout(x))                    per word, both directions (B, W, 2h)
-    C   = dropout(c)                            the encoder's states over words
+    C   = BiLSTM(dropout(x))                    per word, both directions (B, W, 2h)
+
+Ma and Hovy drop out the embeddings and the BiLSTM's output once each. The output's dropout is
+the tagger's, applied once before its classifier (the emission layer, or a fusion's output on
+its way there), so the encoder returns C undropped: a second dropout here would keep a feature
+with probability (1 - p)^2 and scale it by 1 / (1 - p)^2 (0.25 and 4 at the recipes' 0.5).
 
 char(w) is Ma and Hovy's (2016) character CNN (embeddings, one convolution, max over the
 characters) or Lample et al.'s (2016) character BiLSTM (the last states of both directions).
@@ -101,4 +105,4 @@ class WordEncoder(Encoder):
         states, _ = self.lstm(packed)
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=mask.shape[1])  # (B, W, 2h)
         index = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)  # (B, W) word i at position i
-        return TextStates(self.dropout(states), mask, index)
+        return TextStates(states, mask, index)  # undropped: see the module docstring

@@ -15,23 +15,21 @@ tokenizer this module:
 - truncates a word with more pieces than a window can hold to its first pieces (only the
   first one is read);
 - splits a post longer than ``max_length`` pieces (special tokens included) into windows of
-  whole words. Consecutive windows overlap by up to ``stride`` pieces of context (less when the
-  next word would not fit otherwise). Each word is owned by exactly one window: words in an
-  overlap are split at its midpoint, so each is predicted by the window where it has more
-  context on its open side. ``keep_from``/``keep_to`` give the owned range; merging the owned
-  ranges in order gives exactly one prediction per word.
+  whole words (:func:`umt.pipeline.text.base.window_spans`): consecutive windows overlap by up
+  to ``stride`` pieces of context, each word is owned by exactly one window, and
+  ``keep_from``/``keep_to`` give the owned range; merging the owned ranges in order gives
+  exactly one prediction per word.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 from transformers import PreTrainedTokenizerBase
 
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.text.base import Window
+from umt.pipeline.text.base import Window, window_spans
 
 DEFAULT_MAX_LENGTH = 128
 #: Default overlap between windows, as a fraction of the pieces a window holds.
@@ -103,45 +101,23 @@ class Aligner:
         self._learn(tokens)
         return [self._pieces[w] for w in tokens]
 
-    def _spans(self, lengths: Sequence[int]) -> list[tuple[int, int]]:
-        """Word ranges ``[start, end)`` of the windows, each holding at most ``budget`` pieces."""
-        spans = []
-        start = 0
-        while True:
-            end, used = start, 0
-            while end < len(lengths) and used + lengths[end] <= self.budget:
-                used += lengths[end]
-                end += 1
-            spans.append((start, end))
-            if end == len(lengths):
-                return spans
-            # Step back over up to `stride` pieces of context, leaving room for word `end`.
-            room = min(self.stride, self.budget - lengths[end])
-            start, overlap = end, 0
-            while start - 1 > spans[-1][0] and overlap + lengths[start - 1] <= room:
-                start -= 1
-                overlap += lengths[start]
-
     def windows(self, tokens: Sequence[str]) -> list[PieceWindow]:
         """The windows of one post; every word is owned by exactly one of them."""
         if not tokens:
             return []
         pieces = self.pieces(tokens)
-        spans = self._spans([len(p) for p in pieces])
-        # Owned ranges: an overlap [next start, end) is split at its midpoint (rounded up).
-        cuts = [0, *((nxt + end + 1) // 2 for (_, end), (nxt, _) in pairwise(spans)), len(tokens)]
         windows = []
-        for (start, end), (own_from, own_to) in zip(spans, pairwise(cuts), strict=True):
+        for span in window_spans([len(p) for p in pieces], self.budget, self.stride):
             input_ids, word_index = list(self.prefix), []
-            for word_pieces in pieces[start:end]:
+            for word_pieces in pieces[span.start : span.end]:
                 word_index.append(len(input_ids))
                 input_ids.extend(word_pieces)
             input_ids.extend(self.suffix)
             windows.append(
                 PieceWindow(
-                    offset=start,
-                    keep_from=own_from - start,
-                    keep_to=own_to - start,
+                    offset=span.start,
+                    keep_from=span.own_from - span.start,
+                    keep_to=span.own_to - span.start,
                     input_ids=input_ids,
                     word_index=word_index,
                 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -52,6 +53,48 @@ class Window:
         """The encoder positions the window fills (pieces with special tokens, or words):
         what a batch is padded to, and what length-bucketed batches group by."""
         return len(self)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a window sits in its post: words ``[start, end)``, of which it owns ``[own_from, own_to)``."""
+
+    start: int
+    end: int
+    own_from: int
+    own_to: int
+
+
+def window_spans(lengths: Sequence[int], budget: int, stride: int) -> list[Span]:
+    """Cut a post whose words fill ``lengths`` positions each into windows of whole words.
+
+    Each window holds at most ``budget`` positions (a word longer than that must have been cut
+    by the caller). Consecutive windows overlap by up to ``stride`` positions of context (less
+    when the next word would not fit otherwise). Each word is owned by exactly one window: the
+    words of an overlap are split at its midpoint (rounded up), so each is predicted by the
+    window where it has more context on its open side; the owned ranges, in order, cover the
+    post exactly once.
+    """
+    if not lengths:
+        return []
+    ranges = []
+    start = 0
+    while True:
+        end, used = start, 0
+        while end < len(lengths) and used + lengths[end] <= budget:
+            used += lengths[end]
+            end += 1
+        ranges.append((start, end))
+        if end == len(lengths):
+            break
+        room = min(stride, budget - lengths[end])  # context to step back over, leaving room for word `end`
+        start, overlap = end, 0
+        while start - 1 > ranges[-1][0] and overlap + lengths[start - 1] <= room:
+            start -= 1
+            overlap += lengths[start]
+    cuts = [0, *((nxt + end + 1) // 2 for (_, end), (nxt, _) in pairwise(ranges)), len(lengths)]
+    owned = pairwise(cuts)
+    return [Span(start, end, own_from, own_to) for (start, end), (own_from, own_to) in zip(ranges, owned, strict=True)]
 
 
 class TextSide(ABC):

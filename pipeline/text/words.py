@@ -11,7 +11,10 @@ every row is fine-tuned. With ``--word-vectors random`` every row starts random.
 Characters: every character of the training words (case kept), ``<unk>`` for the others; a
 word's first :data:`MAX_WORD_CHARS` characters are read (a URL is cut there).
 
-A post is one window (an LSTM reads any length), so ``max_length``/``stride`` do not apply.
+Windows: ``max_length`` is in words here (the paper sets 128 for every system, section 3.1). A
+longer post is cut into windows of at most that many words, overlapping by ``stride`` words of
+context, each word owned by one window, exactly as the sub-word side cuts pieces
+(:func:`umt.pipeline.text.base.window_spans`): nothing is truncated and every word is tagged.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from umt.pipeline.errors import ConfigError
 from umt.pipeline.files import read_json_file, write_json
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.modules.words import WordEncoder
-from umt.pipeline.text.base import TextSide, Window
+from umt.pipeline.text.base import TextSide, Window, window_spans
 from umt.pipeline.text.vectors import RANDOM, check_word_vectors, load_word_vectors
 from umt.pipeline.train_config import TrainConfig
 
@@ -82,9 +85,11 @@ class WordTextSide(TextSide):
         lowercase: bool,
         dim: int,
         vectors: str,
+        train_cfg: TrainConfig,
         pretrained: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         self.words, self.chars, self.lowercase, self.dim, self.vectors = words, chars, lowercase, dim, vectors
+        self.max_length, self.stride = train_cfg.max_length, train_cfg.stride  # in words
         self.word_index = {w: i for i, w in enumerate(words)}
         self.char_index = {c: i for i, c in enumerate(chars)}
         self.pretrained = pretrained  # (rows, (len(rows), dim) vectors) for a new run; None once reloaded
@@ -96,7 +101,7 @@ class WordTextSide(TextSide):
         chars = [PAD, UNKNOWN, *sorted({c for w in counts for c in w[:MAX_WORD_CHARS]})]
         if model_cfg.word_vectors == RANDOM:
             words = [PAD, UNKNOWN, *sorted(counts, key=lambda w: (-counts[w], w))]
-            return cls(words, chars, lowercase=False, dim=model_cfg.word_dim, vectors=RANDOM)
+            return cls(words, chars, lowercase=False, dim=model_cfg.word_dim, vectors=RANDOM, train_cfg=train_cfg)
         vectors = load_word_vectors(model_cfg.word_vectors, model_cfg.vectors_limit, counts)
         lowercase = vectors.lowercase
         words, rows, seen = [PAD, UNKNOWN], [], {PAD, UNKNOWN}
@@ -109,7 +114,7 @@ class WordTextSide(TextSide):
         train_words = {w.lower() if lowercase else w for w in counts}
         words.extend(sorted(train_words - seen))
         source = str(Path(model_cfg.word_vectors).expanduser().resolve())
-        return cls(words, chars, lowercase, vectors.dim, source, pretrained)
+        return cls(words, chars, lowercase, vectors.dim, source, train_cfg, pretrained)
 
     @classmethod
     def load(cls, folder: Path, model_cfg: ModelConfig, train_cfg: TrainConfig) -> WordTextSide:
@@ -131,7 +136,7 @@ class WordTextSide(TextSide):
                 raise ValueError("'dim' must be a positive integer, with <pad> and <unk> in both vocabularies")
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"{path}: not a word-level text side written by `umt train` ({error})") from None
-        return cls(words, chars, lowercase, dim, vectors)
+        return cls(words, chars, lowercase, dim, vectors, train_cfg)
 
     def save(self, folder: Path) -> None:
         saved = {
@@ -151,19 +156,21 @@ class WordTextSide(TextSide):
         return found
 
     def windows(self, tokens: Sequence[str]) -> list[WordWindow]:
-        if not tokens:
-            return []
         unknown = self.char_index[UNKNOWN]
-        return [
-            WordWindow(
-                offset=0,
-                keep_from=0,
-                keep_to=len(tokens),
-                word_ids=[self.word_id(w) for w in tokens],
-                char_ids=[[self.char_index.get(c, unknown) for c in w[:MAX_WORD_CHARS]] for w in tokens],
-                casing=[casing(w) for w in tokens],
+        windows = []
+        for span in window_spans([1] * len(tokens), self.max_length, self.stride):
+            words = tokens[span.start : span.end]
+            windows.append(
+                WordWindow(
+                    offset=span.start,
+                    keep_from=span.own_from - span.start,
+                    keep_to=span.own_to - span.start,
+                    word_ids=[self.word_id(w) for w in words],
+                    char_ids=[[self.char_index.get(c, unknown) for c in w[:MAX_WORD_CHARS]] for w in words],
+                    casing=[casing(w) for w in words],
+                )
             )
-        ]
+        return windows
 
     def collate(self, windows: Sequence[WordWindow]) -> WordInputs:
         width = max(len(w) for w in windows)
