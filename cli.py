@@ -341,6 +341,10 @@ def train_cmd(
     """
     from umt.stages import train
 
+    if resume and _given(ctx, "recipe"):
+        raise ConfigError(
+            "--recipe chooses a new run's settings; a resumed run keeps the settings it was started with: drop --recipe"
+        )
     seed_list = parse_seeds(seeds) if seeds else (seed,)
     overrides = parse_overrides(set_)
     flags = {

@@ -99,6 +99,13 @@ def test_bad_arguments_are_refused_before_torch_loads(tmp_path, tiny_root):
         ],
         "--set optimizer must be one of adamw, sgd, got 'adam'": [*train_, "--set", "optimizer=adam"],
         "char_encoder must be one of none, cnn, lstm, got 'gru'": [*train_, "--set", "char_encoder=gru"],
+        "--recipe 'papr' (did you mean 'paper'?)": [*train_, "--recipe", "papr"],
+        "a resumed run keeps the settings it was started with: drop --recipe": [
+            *train_,
+            "--resume",
+            "--recipe",
+            "paper",
+        ],
         "dataset folder": ["train", "--data-root", str(tmp_path / "no-root")],
         "is being written by": ["extract-images", "--images", str(images), "--out", str(locked)],
         "--split 'dev'": ["eval", str(tmp_path), "--split", "dev"],
