@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Column, Table
 
-from umt.pipeline.models.registry import Recipe, get_recipe, model_names
-from umt.stages.requests import TrainRequest
+from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.models.registry import SETTINGS, Recipe, get_recipe, model_names
+from umt.pipeline.train_config import TrainConfig
 
 _CHARACTERS = {"cnn": " + char CNN", "lstm": " + char BiLSTM", "none": ""}
 
@@ -56,9 +54,9 @@ def _paper_differences(recipe: Recipe) -> str:
     """The settings ``--recipe paper`` changes against ``--recipe default`` for ``recipe``."""
     if not recipe.paper_settings:
         return "-"
-    request = TrainRequest(dataset="twitter2017", model=recipe.name, data_root=Path("."))
-    paper = replace(request, settings="paper")
-    (model_default, train_default), (model_paper, train_paper) = request.configs(), paper.configs()
-    default = {**model_default.to_dict(), **train_default.to_dict()}
-    changed = {k: v for k, v in {**model_paper.to_dict(), **train_paper.to_dict()}.items() if default[k] != v}
+    resolved = {}
+    for which in SETTINGS:
+        model_cfg, train_cfg = recipe.defaulted(ModelConfig(), TrainConfig(), frozenset(), which, "twitter2017")
+        resolved[which] = {**model_cfg.to_dict(), **train_cfg.to_dict()}
+    changed = {k: v for k, v in resolved["paper"].items() if resolved["default"][k] != v}
     return ", ".join(f"{k}={v}" for k, v in changed.items()) or "none"
