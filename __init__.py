@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from umt.pipeline.run_dir import TrainedRun
+    from umt.pipeline.inference.trained import TrainedRun
 
 try:
     __version__ = _metadata.version("umt")
@@ -33,9 +33,10 @@ __all__ = ["__version__", "load"]
 def load(run_dir: str | Path, device: str = "auto") -> TrainedRun:
     """The trained model of ``run_dir`` (written by ``umt train``), rebuilt from that folder alone.
 
-    Returns a :class:`umt.pipeline.run_dir.TrainedRun`: its ``model`` (best dev checkpoint, eval
-    mode), ``labels``, ``text`` side, ``config``, and ``predict(posts)``.
+    Returns a :class:`umt.pipeline.inference.trained.TrainedRun`: its ``model`` (best dev
+    checkpoint, eval mode), label ``vocab``, ``text`` side, ``config``, ``predict(posts)`` and
+    ``tag(texts, images)``.
     """
-    from umt.pipeline.run_dir import RunDir
+    from umt.pipeline.inference.trained import load_run
 
-    return RunDir.open(run_dir).load(device=device)
+    return load_run(run_dir, device=device)

@@ -319,7 +319,7 @@ def train_cmd(
     recipe: str = typer.Option(
         "default",
         help="The model's settings for everything not given: default (umt's, `umt models --defaults`; the "
-        "README's recipe table says where and why they differ from the paper) or paper (what the paper's "
+        "recipe table in docs/training.md says where and why they differ from the paper) or paper (what the paper's "
         "section 3.1 states for each system: batch 16 and 128 positions for all, lr 5e-5 for every "
         "parameter of the BERT systems).",
     ),
@@ -327,7 +327,7 @@ def train_cmd(
         [],
         "--set",
         help="Override any ModelConfig/TrainConfig field, e.g. --set esd_weight=0.3 (repeatable); "
-        "head_lr, patience, grad_accum, schedule, compile: see the README's training section.",
+        "head_lr, patience, grad_accum, schedule, compile: see docs/training.md.",
     ),
     resume: bool = typer.Option(
         False, help="Continue a killed run from its last completed epoch, with the settings it was started with."
@@ -336,7 +336,7 @@ def train_cmd(
 ) -> None:
     """Train a model; select on dev F1, score test once, write a self-contained run directory.
 
-    On several GPUs or machines, start it with torchrun (README, "Scaling out"):
+    On several GPUs or machines, start it with torchrun (docs/training.md, "Scaling out"):
     torchrun --nproc-per-node 4 -m umt.cli train ... (--batch-size stays the posts per step).
     """
     from umt.stages import train
@@ -574,7 +574,8 @@ def reproduce_cmd(
     weights: str = typer.Option(_X.weights, help="ResNet-152 weights for an extraction this command runs."),
     no_images: bool = typer.Option(False, "--no-images", help="Train the multimodal systems with every image absent."),
     recipe: str = typer.Option(
-        "paper", help="Settings of every system: paper (section 3.1; the README's recipe table) or default (umt's)."
+        "paper",
+        help="Settings of every system: paper (section 3.1; the recipe table in docs/training.md) or default (umt's).",
     ),
     epochs: int = typer.Option(0, help="Epochs for every system instead of the paper's (0: the paper's)."),
     batch_size: int = typer.Option(0, help="Batch size for every system instead of the paper's (0: the paper's)."),

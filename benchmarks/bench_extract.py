@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from umt.cache.format import Status
-from umt.pipeline.devices import resolve_device
+from umt.pipeline.runtime.devices import resolve_device
 from umt.pipeline.vision.backbone import GridExtractor, build_extractor
 from umt.pipeline.vision.decode import decode
 from umt.pipeline.vision.extract import AUTOCAST_DTYPE

@@ -83,7 +83,7 @@ def main() -> None:
     if args.child:
         child(*(Path(p) for p in args.child))
         return
-    from umt.pipeline.tiny import build_tiny_encoder
+    from umt.pipeline.models.tiny import build_tiny_encoder
 
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from umt.pipeline.metrics import PRIMARY
+from umt.pipeline.models.catalog import get_recipe
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import get_recipe
 from umt.pipeline.text.vectors import vectors_source
 from umt.pipeline.train_config import TrainConfig
 from umt.stages import train

@@ -43,17 +43,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import peak_rss_mb, random_encoder, write_random_cache  # noqa: E402
 
 from umt.pipeline.data.batching import Collator, MnerDataset  # noqa: E402
+from umt.pipeline.data.features import open_features  # noqa: E402
 from umt.pipeline.data.layout import load_dataset  # noqa: E402
-from umt.pipeline.devices import resolve_device  # noqa: E402
-from umt.pipeline.features import open_features  # noqa: E402
+from umt.pipeline.inference.predictor import Predictor  # noqa: E402
 from umt.pipeline.labels import LabelVocab  # noqa: E402
+from umt.pipeline.models.catalog import get_recipe  # noqa: E402
 from umt.pipeline.models.config import ModelConfig  # noqa: E402
-from umt.pipeline.models.registry import get_recipe  # noqa: E402
-from umt.pipeline.precision import resolve_precision  # noqa: E402
 from umt.pipeline.run_dir import RunDir  # noqa: E402
-from umt.pipeline.sampling import StepSampler  # noqa: E402
+from umt.pipeline.runtime.devices import resolve_device  # noqa: E402
+from umt.pipeline.runtime.precision import resolve_precision  # noqa: E402
 from umt.pipeline.train_config import TrainConfig  # noqa: E402
-from umt.pipeline.trainer import Predictor, _optimizer, fit, seed_everything  # noqa: E402
+from umt.pipeline.training.loop import fit, seed_everything  # noqa: E402
+from umt.pipeline.training.optim import make_optimizer  # noqa: E402
+from umt.pipeline.training.sampling import StepSampler  # noqa: E402
 
 WARMUP_STEPS = 3
 
@@ -127,7 +129,7 @@ class Bench:
         """Seconds of forward + backward + optimiser steps over batches already on the device."""
         model = self.model()
         model.train()
-        optimizer, scheduler = _optimizer(model, self.cfg, len(batches), self.device)
+        optimizer, scheduler = make_optimizer(model, self.cfg, len(batches), self.device)
         precision = resolve_precision(self.cfg.precision, self.device)
         on_device = [b.to(self.device) for b in batches]
 

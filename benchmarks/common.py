@@ -43,7 +43,7 @@ def write_random_cache(path: Path, ids: Sequence[str], dtype: str = "float16", s
 def random_encoder(folder: Path, size: str, words: Sequence[str]) -> Path:
     """A randomly initialised BERT of ``size`` (``ENCODER_SIZES``) whose vocabulary holds ``words``
     whole, so that posts cut into about as many pieces as a real vocabulary cuts them."""
-    from umt.pipeline.tiny import build_tiny_encoder
+    from umt.pipeline.models.tiny import build_tiny_encoder
 
     hidden, layers, heads = ENCODER_SIZES[size]
     return build_tiny_encoder(folder, words=words, hidden=hidden, layers=layers, heads=heads)

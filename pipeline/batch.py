@@ -16,18 +16,31 @@ import torch
 
 
 @dataclass(frozen=True)
-class WindowRef:
-    """Where a window's words come from, for merging predictions back into posts.
+class Placement:
+    """Where a window sits in its post, and which of its words it owns.
 
-    ``post``: index of the post in its dataset; ``offset``: index (in the post) of the
-    window's first word; ``keep_from``/``keep_to``: the window-relative word range whose
-    predictions this window owns (the others are context, owned by a neighbour window).
+    ``offset``: index (in the post) of the window's first word; ``keep_from``/``keep_to``: the
+    window-relative word range whose predictions this window owns (the others are context,
+    owned by a neighbour window). The text sides cut posts so that the owned ranges of a post's
+    windows cover it exactly once (``umt.pipeline.text.base.window_spans``).
     """
 
-    post: int
     offset: int
     keep_from: int
     keep_to: int
+
+    @property
+    def owned(self) -> range:
+        """The post's word indices this window owns."""
+        return range(self.offset + self.keep_from, self.offset + self.keep_to)
+
+
+@dataclass(frozen=True)
+class WindowRef:
+    """A batch row's window: the index of its post in the dataset and where it sits there."""
+
+    post: int
+    place: Placement
 
 
 def _moved(obj, device: torch.device | str, non_blocking: bool):

@@ -1,4 +1,4 @@
-"""Label vocabularies, BIO2 <-> spans, ESD labels and the ESD -> NER conversion matrix.
+"""Label vocabularies, BIO2 <-> spans and the ESD labels.
 
 Labels follow BIO2: ``O``, ``B-<type>`` and ``I-<type>``. The entity types are whatever the
 data contains (never a fixed list), except that Twitter-2015's ``OTHER`` is reported as
@@ -9,18 +9,14 @@ the paper's numbers were scored: an ``I-`` tag after ``O`` or after a tag of ano
 opens a new entity instead of being dropped. Twitter-2015 has a few hundred such tags.
 
 The entity span detection (ESD) task of section 2.4 uses the type-free labels B, I, O; the
-conversion matrix that ties them to the typed labels is built from label names alone, so it
-follows any type set.
+conversion matrix that ties them to the typed labels (``umt.pipeline.heads.conversion``) is
+built from label names alone, so it follows any type set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # torch is imported lazily: readers and `umt data stats` do not need it
-    import torch
 
 OUTSIDE = "O"
 BEGIN = "B"
@@ -169,22 +165,3 @@ class LabelVocab:
         if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
             raise ValueError('expected {"labels": ["O", "B-<type>", ...]}')
         return cls(tuple(labels))
-
-
-def conversion_matrix(vocab: LabelVocab, esd_labels: Sequence[str] = ESD_LABELS) -> torch.Tensor:
-    """The initial conversion matrix W^c of section 2.4, shape ``(|Z|, |Y|)``, float32.
-
-    ``W[j, k] = 1 / |C_j|`` when NER label ``Y_k`` corresponds to ESD label ``Z_j`` (same B/I/O
-    prefix) and 0 otherwise, where ``C_j`` is the set of NER labels corresponding to ``Z_j``.
-    A row whose ``C_j`` is empty (a vocabulary without types) stays 0.
-    """
-    import torch
-
-    unknown = [z for z in esd_labels if z not in ESD_LABELS]
-    if unknown:
-        raise ValueError(f"unknown ESD labels {unknown}: expected some of {list(ESD_LABELS)}")
-    corresponds = torch.tensor(
-        [[esd_tag(y) == z for y in vocab.labels] for z in esd_labels], dtype=torch.float32
-    )  # (|Z|, |Y|)
-    sizes = corresponds.sum(dim=1, keepdim=True).clamp(min=1.0)  # (|Z|, 1) = |C_j|
-    return corresponds / sizes

@@ -8,7 +8,7 @@ Two schemes are reported:
 - ``strict_iob2``: seqeval's strict IOB2 mode, where such ``I-`` tags open nothing.
 
 Scores are over *words*: every word of every post, including words the tokenizer drops or a
-long post pushes into another window (``pipeline.predict`` guarantees one tag per word).
+long post pushes into another window (``umt.pipeline.inference.windows`` guarantees one tag per word).
 """
 
 from __future__ import annotations
@@ -59,3 +59,8 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
         if len(g) != len(p):
             raise ValueError(f"post {i}: {len(g)} gold tags but {len(p)} predicted")
     return {"default": _report(gold, pred, strict=False), "strict_iob2": _report(gold, pred, strict=True)}
+
+
+def pct(x: float) -> str:
+    """A score stored as a fraction, as people read it: a percentage with two decimals."""
+    return f"{100 * x:.2f}"

@@ -19,9 +19,11 @@ Layout (JSON is UTF-8; scores in every file are fractions in [0, 1])::
     .lock                    held while a process trains the run (see :meth:`RunDir.claimed`)
 
 A run carries everything its model needs to rebuild itself, the way flair's checkpoints carry
-their constructor arguments: :meth:`RunDir.load` reads the recipe name, the configs, the label
-vocabulary and the text side from these files and the weights from ``model.safetensors``, with
-no hub, no dataset and no code outside the registry. ``umt.load(path)`` is this, for users.
+their constructor arguments: ``umt.pipeline.inference.trained.load_run`` reads the recipe name,
+the configs, the label vocabulary and the text side from these files and the weights from
+``model.safetensors``, with no hub, no dataset and no code outside the registry.
+``umt.load(path)`` is this, for users. This module is the files only: it reads and writes them
+and builds no model.
 
 A run directory is handed from person to person, so nothing in it is trusted:
 
@@ -49,7 +51,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,9 +73,6 @@ from umt.pipeline.text.tweets import DEFAULT_STYLE
 from umt.pipeline.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    import torch
-
-    from umt.pipeline.data.batching import MnerDataset
     from umt.pipeline.text.base import TextSide
 
 FORMAT_VERSION = 3
@@ -111,7 +110,8 @@ class RunConfig:
     model_cfg: ModelConfig
     train_cfg: TrainConfig
     text: dict[str, Any]  # the text side's describe(): at least its kind
-    features: dict[str, Any] | None  # {"path", "manifest"} of the cache read, None when text-only
+    #: The image-feature cache the run read: {"path", "manifest"} (config.json's "features"), None when text-only.
+    cache: dict[str, Any] | None
     no_images: bool = False
     #: How the training data split tweets (``pipeline.text.tweets``): what ``umt predict`` uses on raw text.
     token_style: str = DEFAULT_STYLE
@@ -127,7 +127,7 @@ class RunConfig:
             "model_config": self.model_cfg.to_dict(),
             "train": self.train_cfg.to_dict(),
             "text": self.text,
-            "features": self.features,
+            "features": self.cache,
             "no_images": self.no_images,
             "token_style": self.token_style,
         }
@@ -161,7 +161,7 @@ class RunConfig:
                 model_cfg=ModelConfig.from_dict(_typed(data, "model_config", dict, origin)),
                 train_cfg=TrainConfig.from_dict(_typed(data, "train", dict, origin)),
                 text=dict(text),
-                features=features,
+                cache=features,
                 no_images=bool(_typed(data, "no_images", bool, origin, optional=True)),
                 token_style=_typed(data, "token_style", str, origin, optional=True) or DEFAULT_STYLE,
                 version=version,
@@ -478,10 +478,10 @@ class RunDir:
     def config(self) -> RunConfig:
         return RunConfig.from_json(self.read_json(self.CONFIG), self.path / self.CONFIG)
 
-    def save_labels(self, vocab: LabelVocab) -> None:
+    def save_vocab(self, vocab: LabelVocab) -> None:
         self.write_json(self.LABELS, vocab.to_json())
 
-    def labels(self) -> LabelVocab:
+    def vocab(self) -> LabelVocab:
         data = self.read_json(self.LABELS)
         try:
             return LabelVocab.from_json(data)
@@ -513,25 +513,21 @@ class RunDir:
                 raise ConfigError(f"{folder / entry.name}: not a regular file; a run's text/ holds only files")
         return folder
 
-    def save_visual_stats(self, stats) -> None:
-        self.save_tensors(self.VISUAL_STATS, {"mean": stats.mean, "std": stats.std}, {"images": str(stats.images)})
+    def save_visual_stats(self, state: dict) -> None:
+        """``VisualStats.state()``: the channel ``mean`` and ``std`` tensors and the ``images`` count."""
+        self.save_tensors(
+            self.VISUAL_STATS, {"mean": state["mean"], "std": state["std"]}, {"images": str(state["images"])}
+        )
 
-    def visual_stats(self):
-        """The run's visual standardisation statistics, or None when it trained without."""
-        from umt.pipeline.data.visual_stats import VisualStats
-
+    def visual_stats(self) -> tuple[dict, Path] | None:
+        """The stored visual standardisation statistics (``mean``, ``std``, ``images``, unchecked)
+        and the file they came from, or None when the run trained without them."""
         if (self.path / self.VISUAL_STATS).exists() or (self.path / self.VISUAL_STATS).is_symlink():
             tensors, metadata = self.load_tensors(self.VISUAL_STATS)
-            state = {**tensors, "images": metadata.get("images", "0")}
-            origin = self.path / self.VISUAL_STATS
-        elif (self.path / self.LEGACY_VISUAL_STATS).exists():
-            state, origin = self.load_torch(self.LEGACY_VISUAL_STATS), self.path / self.LEGACY_VISUAL_STATS
-        else:
-            return None
-        try:
-            return VisualStats.from_state(state)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"{origin}: damaged visual statistics ({e})") from None
+            return {**tensors, "images": metadata.get("images", "0")}, self.path / self.VISUAL_STATS
+        if (self.path / self.LEGACY_VISUAL_STATS).exists():
+            return self.load_torch(self.LEGACY_VISUAL_STATS), self.path / self.LEGACY_VISUAL_STATS
+        return None
 
     def save_best(self, state_dict: dict, epoch: int, dev_f1: float) -> None:
         metadata = {"format": WEIGHTS_FORMAT, "epoch": str(epoch), "dev_f1": repr(float(dev_f1))}
@@ -607,66 +603,9 @@ class RunDir:
                 events.append(event)
         return events
 
-    def write_env(self, device: Any) -> None:
-        from umt.pipeline.environment import environment
-
-        self.write_json(self.ENV, environment(device))
-
-    # ---- the model ---------------------------------------------------------------------------
-
-    def load(self, device: str | torch.device = "auto") -> TrainedRun:
-        """Rebuild the trained model (best dev checkpoint, eval mode) from this folder alone."""
-        from umt.pipeline.devices import resolve_device
-        from umt.pipeline.models.registry import get_recipe
-
-        config = self.config()
-        # How to compute is this machine's business, not the run's: no more loader workers than cores.
-        runtime = {"num_workers": min(config.train_cfg.num_workers, os.cpu_count() or 1), "compile": False}
-        config = replace(config, train_cfg=replace(config.train_cfg, **runtime))
-        vocab = self.labels()
-        recipe = get_recipe(config.model)
-        side = recipe.text_side()
-        if config.text.get("kind") != side.kind:
-            raise ConfigError(
-                f"{self.path / self.CONFIG}: the run's text side is {config.text.get('kind')!r} but model "
-                f"{config.model!r} now reads {side.kind!r}"
-            )
-        model_cfg = replace(config.model_cfg, pretrained_encoder=False)  # every weight is in the run's weights
-        text = side.load(self.checked_text_dir(), model_cfg, config.train_cfg)
-        weights = self.best_weights()
-        self._check_fit(lambda: recipe.build(model_cfg, vocab, text), weights)
-        model = recipe.build(model_cfg, vocab, text)
-        model.load_state_dict(weights)
-        resolved = resolve_device(device) if isinstance(device, str) else device
-        model.to(resolved).eval()
-        return TrainedRun(self, config, model, vocab, text, recipe.multimodal, resolved)
-
-    def _check_fit(self, build, weights: dict) -> None:
-        """The model the run's files describe, built without memory (on the meta device), has
-        exactly the weights' names and shapes: else a ConfigError, before a crafted config or
-        label vocabulary can make the real build allocate whatever sizes it names."""
-        import torch
-
-        with torch.device("meta"):
-            expected = {name: tuple(t.shape) for name, t in build().state_dict().items()}
-        found = {name: tuple(t.shape) for name, t in weights.items()}
-        if expected == found:
-            return
-        name = self.WEIGHTS if (self.path / self.WEIGHTS).exists() else self.LEGACY_WEIGHTS
-        missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-        shapes = [
-            f"{k}: {found[k]} in the file, {expected[k]} in the model"
-            for k in sorted(set(expected) & set(found))
-            if found[k] != expected[k]
-        ]
-        problems = (
-            ([f"missing {', '.join(missing[:3])}"] if missing else [])
-            + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
-            + shapes[:3]
-        )
-        raise ConfigError(
-            f"{self.path / name} does not fit the model its config and labels describe: {'; '.join(problems)[:400]}"
-        )
+    def write_env(self, env: dict) -> None:
+        """The environment the run trained in (``umt.pipeline.runtime.environment``)."""
+        self.write_json(self.ENV, env)
 
 
 def _first_sentence(error: Exception) -> str:
@@ -688,59 +627,3 @@ def _unshared(tensors: dict) -> dict:
             seen.add(tensor.untyped_storage().data_ptr())
         out[key] = tensor
     return out
-
-
-@dataclass
-class TrainedRun:
-    """A finished run's model, ready to score or tag posts (``umt.load``)."""
-
-    run: RunDir
-    config: RunConfig
-    model: torch.nn.Module
-    labels: LabelVocab
-    text: TextSide
-    multimodal: bool
-    device: torch.device
-    _taggers: dict = field(default_factory=dict, repr=False)
-
-    def tag(
-        self, texts: Sequence[str | Sequence[str]], images: Sequence[str | Path | None] | None = None, **options
-    ) -> list[dict]:
-        """Tag new posts: for each text (or list of tokens), its tokens, valid BIO2 tags and
-        entities as Hugging Face's token-classification pipeline gives them (``entity_group``,
-        ``word``, ``start``, ``end``, ``score``), with ``score`` the model's probability of the
-        span. ``images``: a path (or an id with ``images_dir=``) per post, or None. ``options``
-        are :class:`umt.pipeline.post_tagger.PostTagger`'s (style, images_dir, features, weights,
-        image_cache, batch_size)."""
-        from umt.pipeline.post_tagger import PostTagger
-
-        key = tuple(sorted((k, str(v)) for k, v in options.items()))
-        if key not in self._taggers:
-            self._taggers[key] = PostTagger(self, **options)
-        return self._taggers[key].tag(texts, images)
-
-    def features(self, override: Path | None = None):
-        """The feature cache this run reads (its own, or ``override`` if it matches the run's
-        settings), standardised as in training; None for text-only runs and ``--no-images`` runs."""
-        from umt.pipeline.features import open_run_features
-
-        if not self.multimodal or self.config.no_images:
-            return None
-        return open_run_features(self.config.features, override, self.run.visual_stats())
-
-    def dataset(self, posts: Sequence[Post], features=None, name: str = "data") -> MnerDataset:
-        from umt.pipeline.data.batching import MnerDataset
-
-        return MnerDataset(posts, self.text, self.labels, features, name=name)
-
-    def predict(self, posts: Sequence[Post | Sequence[str]], features=None) -> list[list[str]]:
-        """BIO2 tags for each post (a :class:`Post` or a list of words); images from ``features``
-        (default: none, every post image-less)."""
-        posts = [p if isinstance(p, Post) else Post(list(p), None, None) for p in posts]
-        return self.predictor().predict(self.dataset(posts, features))
-
-    def predictor(self):
-        """A :class:`umt.pipeline.trainer.Predictor` for this run's model and settings."""
-        from umt.pipeline.trainer import Predictor
-
-        return Predictor(self.model, self.text, self.labels, self.config.train_cfg, self.device)

@@ -13,8 +13,8 @@ from rich.text import Text
 from umt.cache.errors import CacheError
 from umt.cache.reader import FeatureCache
 from umt.cache.workdir import count_done, partial_dir
-from umt.pipeline.tables import cache_summary
 from umt.stages.requests import CacheInfoRequest
+from umt.stages.tables import cache_summary
 
 BYTES_PER_MB = 1024 * 1024
 

@@ -9,8 +9,8 @@ from rich.markup import escape
 
 from umt.cache.merge import merge_shards
 from umt.cache.reader import FeatureCache
-from umt.pipeline.tables import cache_summary
 from umt.stages.requests import DEFAULT_MAX_FAILURES, CacheMergeRequest
+from umt.stages.tables import cache_summary
 
 
 def run(request: CacheMergeRequest, console: Console | None = None) -> Path:

@@ -4,14 +4,14 @@
    Twitter format plus real image files, where the image alone decides the type of some names.
 2. Run stage one on its images with a ResNet-152 whose weights are RANDOM (no pretrained
    weights can be downloaded offline), into an HDF5 cache.
-3. Build a tiny random-initialised BERT and tokenizer locally (``pipeline.tiny``).
+3. Build a tiny random-initialised BERT and tokenizer locally (``umt.pipeline.models.tiny``).
 4. Train ``bert-crf``, ``mt`` and ``umt`` with the same settings and print their test scores
    side by side, plus the F1 on the entities whose type only the image reveals.
 
 What the comparison can and cannot show is printed with the table: the encoder knows no
 language and the visual features come from an untrained network, so the numbers say whether
 the multimodal models can read a visual cue that survives a random ResNet, not how UMT does
-on real tweets (see the README's measured results for that).
+on real tweets (docs/results.md has measured results for that).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from rich.table import Table
 
 from umt.pipeline.data.layout import load_dataset
 from umt.pipeline.labels import bio_to_spans
-from umt.pipeline.metrics import PRIMARY
+from umt.pipeline.metrics import PRIMARY, pct
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.report.predictions import read_predictions
 from umt.pipeline.run_dir import RunDir
-from umt.pipeline.tables import comparison_table, pct
 from umt.pipeline.train_config import TrainConfig
 from umt.stages import extract_images, train
 from umt.stages.requests import DemoRequest, ExtractRequest, TrainRequest
+from umt.stages.tables import comparison_table
 
 DATASET = "synth"
 MODELS = ("bert-crf", "mt", "umt")
@@ -57,7 +57,7 @@ def _image_decided_f1(gold_posts, predictions, names: set[str]) -> float:
 
 def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
     from umt.pipeline.data.synthetic import AMBIGUOUS_NAMES, generate_synthetic, sample_words
-    from umt.pipeline.tiny import build_tiny_encoder
+    from umt.pipeline.models.tiny import build_tiny_encoder
 
     console = console or Console()
     started = time.perf_counter()
@@ -123,7 +123,7 @@ def run(cfg: DemoRequest, console: Console | None = None) -> dict[str, dict]:
     console.rule("[bold]results")
     console.print(comparison_table([(n, results[n]) for n in MODELS], "test split, entity-level (seqeval default)"))
     console.print(extra)
-    weights = RunDir(cfg.out / "runs" / "mt").config().features["manifest"].get("weights", {})
+    weights = RunDir(cfg.out / "runs" / "mt").config().cache["manifest"].get("weights", {})
     console.print(
         f"Visual features: ResNet-152 with {weights.get('source', weights)} weights (untrained: no pretrained weights "
         "offline), standardised per channel with training-set statistics.\n"

@@ -12,8 +12,8 @@ from umt.pipeline.data.layout import load_split, read_posts, require_labels
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.files import same_file
 from umt.pipeline.run_dir import RunDir, write_json
-from umt.pipeline.tables import metrics_table
 from umt.stages.requests import EvalRequest
+from umt.stages.tables import metrics_table
 
 
 def _target(req: EvalRequest) -> Path:
@@ -46,7 +46,9 @@ def run(req: EvalRequest, console: Console | None = None) -> dict:
         posts, name = load_split(root, config.dataset, req.split), f"{config.dataset}/{req.split}"
     require_labels(posts, "`umt eval`")
 
-    trained = run_dir.load(req.device)
+    from umt.pipeline.inference.trained import load_run  # torch: only once the inputs are checked
+
+    trained = load_run(run_dir, req.device)
     dataset = trained.dataset(posts, trained.features(req.features), name=name)
     scores, _ = trained.predictor().evaluate(dataset)
     result = {"run": str(req.run), "data": name, **scores}

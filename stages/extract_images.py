@@ -9,7 +9,7 @@ all live in the transaction.
 Mistakes are reported before anything heavy loads: the options, the image folder and the ids
 are checked and the output's lock is taken first; torch and torchvision load after that.
 
-Under torchrun (``pipeline.distributed``) process K of N extracts ``--shard K/N`` into its own
+Under torchrun (``umt.pipeline.runtime.distributed``) process K of N extracts ``--shard K/N`` into its own
 shard file, and the main process merges the shards into the one cache (bit for bit what one
 process writes) and removes them. A cache that exists already is checked by the main process
 alone, as one process would: up to date, or refused unless ``--overwrite``.
@@ -30,11 +30,11 @@ from umt.cache.paths import Shard
 from umt.cache.reader import FeatureCache
 from umt.cache.transaction import CacheTransaction
 from umt.cache.workdir import Plan
-from umt.pipeline.distributed import World, current_world, joined
 from umt.pipeline.errors import ConfigError, UmtError
-from umt.pipeline.tables import cache_summary
+from umt.pipeline.runtime.distributed import World, current_world, joined
 from umt.pipeline.vision.sources import resolve_source
 from umt.stages.requests import DEFAULT_MAX_FAILURES, ExtractRequest
+from umt.stages.tables import cache_summary
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _extract(request: ExtractRequest, console: Console) -> ExtractResult:
     processed, seconds = 0, 0.0
     with CacheTransaction(source.out, overwrite=request.overwrite) as tx:  # refuses a second writer at once
         # torch and torchvision load only now, after the checks above and the lock (seconds)
-        from umt.pipeline.devices import resolve_device
+        from umt.pipeline.runtime.devices import resolve_device
         from umt.pipeline.vision import extract
 
         device = resolve_device(request.device)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Column, Table
 
+from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import SETTINGS, Recipe, get_recipe, model_names
+from umt.pipeline.models.registry import SETTINGS, Recipe
 from umt.pipeline.train_config import TrainConfig
 
 _CHARACTERS = {"cnn": " + char CNN", "lstm": " + char BiLSTM", "none": ""}

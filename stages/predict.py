@@ -36,7 +36,7 @@ from umt.cache.durable import UnsafeFile, atomic_write_bytes, fsync_dir, open_re
 from umt.pipeline.data.new_posts import BadLine, InputLines, NewPost, read_folder, read_new_posts
 from umt.pipeline.errors import ConfigError, DataFormatError, UmtError
 from umt.pipeline.files import same_file
-from umt.pipeline.models.registry import get_recipe
+from umt.pipeline.models.catalog import get_recipe
 from umt.pipeline.run_dir import RunDir
 from umt.stages.requests import PredictRequest
 
@@ -174,9 +174,10 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
         why = "was trained with --no-images" if config.no_images else "is a text-only model"
         raise ConfigError(f"--explain needs a model that reads images; {config.model} ({req.run}) {why}")
     _check_paths(req)
-    from umt.pipeline.post_tagger import PostTagger
+    from umt.pipeline.inference.posts import PostTagger
+    from umt.pipeline.inference.trained import load_run
 
-    trained = run_dir.load(req.device)
+    trained = load_run(run_dir, req.device)
     tagger = PostTagger(
         trained,
         style=req.tokenizer,

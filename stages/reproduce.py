@@ -24,10 +24,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from umt.pipeline.data.features import features_path
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.features import features_path
+from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import get_recipe, model_names
 from umt.pipeline.report.paper import ABLATIONS, FULL_MODEL
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.train_config import TrainConfig

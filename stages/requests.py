@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from umt.cache.paths import Shard
-from umt.pipeline.devices import check_device_name
 from umt.pipeline.errors import ConfigError, did_you_mean
+from umt.pipeline.models.catalog import get_recipe
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import SETTINGS, get_recipe
+from umt.pipeline.models.registry import SETTINGS
+from umt.pipeline.runtime.devices import check_device_name
 from umt.pipeline.train_config import TrainConfig
 
 DEFAULT_BATCH_SIZE = 32

@@ -7,10 +7,11 @@ name, the data files, the feature cache's path, the recipe's text inputs (the en
 or the word vectors), the run folders (created, or refused when they hold a run that --resume
 or --overwrite should decide about) and, with --resume, that the options given agree with the
 run's own. Then, per run: the recipe's text side
-cuts the posts into windows, the model is built, :func:`umt.pipeline.trainer.fit` trains with dev
-selection, the best checkpoint scores the test split once, and the run directory is finished.
+cuts the posts into windows, and :func:`umt.pipeline.training.run.train_run` writes the run
+directory, trains with dev selection, scores the test split once with the best checkpoint and
+finishes the run.
 
-Under torchrun every process runs this same function (``pipeline.distributed``): the main process
+Under torchrun every process runs this same function (``umt.pipeline.runtime.distributed``): the main process
 claims and writes the run directories and prints; the others follow it, and share the training
 steps and the evaluations.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -27,20 +27,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from umt.pipeline.data.features import features_path, open_features
 from umt.pipeline.data.layout import load_dataset, require_labels
 from umt.pipeline.data.types import Post
-from umt.pipeline.distributed import World, current_world, joined
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.features import features_path, open_features
 from umt.pipeline.labels import LabelVocab
-from umt.pipeline.metrics import PRIMARY
+from umt.pipeline.metrics import PRIMARY, pct
+from umt.pipeline.models.catalog import get_recipe
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import Recipe, get_recipe
+from umt.pipeline.models.registry import Recipe
 from umt.pipeline.run_dir import FORMAT_VERSION, RunConfig, RunDir, write_json
-from umt.pipeline.tables import metrics_table, pct
+from umt.pipeline.runtime.distributed import World, current_world, joined
 from umt.pipeline.text.tweets import detect_style
 from umt.pipeline.train_config import RUNTIME_FIELDS, TrainConfig
 from umt.stages.requests import TrainRequest
+from umt.stages.tables import metrics_table
 
 #: A multimodal run where fewer training posts than this share have an image is warned about.
 MIN_IMAGE_SHARE = 0.5
@@ -94,9 +95,9 @@ class _Session:
     def __init__(self, req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console, world: World):
         self.req, self.recipe, self.splits, self.vocab, self.console = req, recipe, splits, vocab, console
         self.world = world
-        self.features, self.features_info = None, None
+        self.features, self.cache = None, None
         if recipe.multimodal and not req.no_images:
-            self.features, self.features_info = open_features(req.features, req.data_root, req.dataset)
+            self.features, self.cache = open_features(req.features, req.data_root, req.dataset)
         elif req.features is not None and not recipe.multimodal:
             console.print(f"[yellow]note:[/] {escape(req.model)} is text-only; --features is ignored")
         self._prepared: dict[Any, tuple] = {}
@@ -131,7 +132,7 @@ class _Session:
 
     def _check_coverage(self, train) -> None:
         present, total = train.image_coverage()
-        cache = self.features_info["path"]
+        cache = self.cache["path"]
         if present == 0:
             raise ConfigError(
                 f"none of the {total} training posts has image features in {cache}: check the posts' image "
@@ -196,8 +197,8 @@ def _run(
 
 
 def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_cfg, stop_after_epoch):
-    from umt.pipeline.devices import resolve_device
-    from umt.pipeline.trainer import Predictor, fit, seed_everything
+    from umt.pipeline.runtime.devices import resolve_device
+    from umt.pipeline.training.run import train_run
 
     req, console, splits, world = session.req, session.console, session.splits, session.world
     text, data, stats = session.prepare(model_cfg, train_cfg)
@@ -208,71 +209,39 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
             f"on {req.dataset} (seed {train_cfg.seed}): {len(splits['train'])} train / "
             f"{len(splits['valid'])} dev / {len(splits['test'])} test posts, {len(session.vocab)} labels, "
             f"text {_describe(text)}, device {device}, "
-            + (f"images from {session.features_info['path']}" if session.features_info else "no images")
+            + (f"images from {session.cache['path']}" if session.cache else "no images")
             + (f", {world.size} processes" if world.distributed else "")
         )
     )
-    seed_everything(train_cfg.seed)
-    model = session.recipe.build(model_cfg, session.vocab, text)
-    if world.rank:  # the same initial weights everywhere; each process its own dropout masks
-        seed_everything(train_cfg.seed * world.size + world.rank)
-    if not resuming and world.main:
-        run.write_config(
-            RunConfig(
-                model=req.model,
-                dataset=req.dataset,
-                data_root=str(req.data_root.resolve()),
-                model_cfg=getattr(model, "config", model_cfg),
-                train_cfg=train_cfg,
-                text=text.describe(),
-                features=session.features_info,
-                no_images=bool(session.recipe.multimodal and req.no_images),
-                token_style=detect_style(w for post in session.splits["train"] for w in post.tokens),
-            )
-        )
-        run.save_labels(session.vocab)
-        run.save_text(text)
-        if stats is not None:
-            run.save_visual_stats(stats)
-        run.write_env(device)
-        run.log({"event": "start", "seed": train_cfg.seed})
-    started = time.perf_counter()
-    summary = fit(
-        model,
-        data["train"],
-        data["valid"],
-        text,
-        session.vocab,
-        train_cfg,
-        run,
-        resume=resuming,
-        console=console,
-        stop_after_epoch=stop_after_epoch,
-        world=world,
+    config = RunConfig(
+        model=req.model,
+        dataset=req.dataset,
+        data_root=str(req.data_root.resolve()),
+        model_cfg=model_cfg,
+        train_cfg=train_cfg,
+        text=text.describe(),
+        cache=session.cache,
+        no_images=bool(session.recipe.multimodal and req.no_images),
+        token_style=detect_style(w for post in splits["train"] for w in post.tokens),
     )
-    if not summary["completed"]:
+    metrics = train_run(
+        run,
+        config,
+        session.recipe,
+        session.vocab,
+        text,
+        data,
+        console=console,
+        world=world,
+        stats=stats,
+        resume=resuming,
+        stop_after_epoch=stop_after_epoch,
+    )
+    if metrics is None:
         console.print(f"stopped early; continue with --resume ({escape(str(run.path))})")
         return None
-    model.load_state_dict(run.best_weights())
-    predictor = Predictor(model, text, session.vocab, train_cfg, device, world)
-    dev_scores, _ = predictor.evaluate(data["valid"])
-    test_scores, test_pred = predictor.evaluate(data["test"])
-    metrics = {
-        "model": req.model,
-        "dataset": req.dataset,
-        "seed": train_cfg.seed,
-        "best_epoch": summary["best_epoch"],
-        "train_seconds": round(time.perf_counter() - started, 1),
-        "valid": dev_scores,
-        "test": test_scores,
-    }
-    if world.main:
-        run.finish(metrics, splits["test"], test_pred)
-        run.log({"event": "end", "best_epoch": summary["best_epoch"], "test_f1": test_scores[PRIMARY]["f1"]})
-    world.barrier()  # the run is finished on disk before any process moves on
-    console.print(
-        metrics_table(test_scores, f"{req.model} seed {train_cfg.seed}: test (best dev epoch {summary['best_epoch']})")
-    )
+    title = f"{req.model} seed {train_cfg.seed}: test (best dev epoch {metrics['best_epoch']})"
+    console.print(metrics_table(metrics["test"], title))
     console.print(f"run directory: {escape(str(run.path))}")
     return metrics
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from umt.pipeline.data.synthetic import generate_synthetic
-from umt.pipeline.tiny import build_tiny_encoder
+from umt.pipeline.models.tiny import build_tiny_encoder
 
 #: Whole-word entries of the tiny vocabulary; any other word is spelled in single characters.
 TINY_WORDS = ("Great", "to", "see", "today", "in", "the", "Jordan", "Paris", "Sydney", "Globex")

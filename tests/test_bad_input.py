@@ -24,7 +24,7 @@ from umt.cli import main
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.run_dir import RunDir
-from umt.pipeline.trainer import TrainingInterrupted
+from umt.pipeline.training.loop import TrainingInterrupted
 from umt.stages import train
 
 WEIGHTS = RunDir.WEIGHTS

@@ -14,10 +14,10 @@ import torch
 from conftest import TINY_WORDS, write_tiny_dataset
 
 from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.models.tiny import build_tiny_encoder
 from umt.pipeline.run_dir import RunDir
-from umt.pipeline.sampling import StepSampler
-from umt.pipeline.tiny import build_tiny_encoder
 from umt.pipeline.train_config import TrainConfig
+from umt.pipeline.training.sampling import StepSampler
 from umt.stages import train
 from umt.stages.requests import TrainRequest
 

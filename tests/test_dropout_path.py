@@ -23,11 +23,11 @@ from torch.utils._pytree import tree_leaves
 from umt.pipeline.data.batching import Collator, MnerDataset
 from umt.pipeline.data.types import Post
 from umt.pipeline.labels import LabelVocab
+from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import get_recipe, model_names
 from umt.pipeline.modules import transformer
 from umt.pipeline.modules.encoders import PretrainedEncoder
-from umt.pipeline.modules.words import WordEncoder
+from umt.pipeline.modules.word_encoder import WordEncoder
 from umt.pipeline.train_config import TrainConfig
 
 SMALL = {"heads": 4, "lstm_hidden": 16, "char_dim": 8, "char_hidden": 8, "word_dim": 16, "case_dim": 4}

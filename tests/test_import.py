@@ -138,3 +138,25 @@ def test_imported_sample_runs_end_to_end(tmp_path, tiny_encoder_dir, capsys):
     out = capsys.readouterr().out
     assert "2 of 2 training posts (100.0%) have image features" in out
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_a_folder_of_datasets_names_the_ones_to_import(tmp_path):
+    """A release that bundles two sets (mner-real-sample: twitter_2015/, twitter_2017/) is imported one
+    at a time; its parent folder is refused in one line that names both and a command that works."""
+    bundle = tmp_path / "mner-real-sample"
+    for subset in ("twitter_2015", "twitter_2017"):
+        write_mner_json(bundle / subset)
+    (bundle / "captions").mkdir()  # a sibling folder that is no dataset is not listed
+    request = DataImportRequest(bundle, "mner-json", "rs", data_root=tmp_path / "data")
+    with pytest.raises(ConfigError) as error:
+        data_import.run(request)
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"{bundle} holds no texts/ folder" in message
+    assert "importable sets twitter_2015, twitter_2017" in message and "captions" not in message
+    assert f"umt data import {bundle / 'twitter_2015'} --format mner-json" in message
+    assert not (tmp_path / "data").exists()  # nothing written
+    result = data_import.run(DataImportRequest(bundle / "twitter_2015", "mner-json", "rs", data_root=tmp_path / "data"))
+    assert result.posts == {"train": 2, "valid": 1, "test": 1}
+    with pytest.raises(ConfigError, match=r"in the mner-json layout, not twitter: pass --format mner-json"):
+        data_import.run(DataImportRequest(bundle / "twitter_2017", "twitter", "x", data_root=tmp_path / "data"))

@@ -8,11 +8,11 @@ import pytest
 import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
+from umt.pipeline.heads.conversion import conversion_matrix
 from umt.pipeline.labels import (
     ESD_LABELS,
     LabelVocab,
     bio_to_spans,
-    conversion_matrix,
     esd_tag,
     normalize_label,
     normalize_type,

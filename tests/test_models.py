@@ -12,8 +12,9 @@ import torch
 from umt.pipeline.batch import Batch, SubwordInputs
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.labels import ESD_LABELS, LabelVocab, bio_to_spans, esd_tag
-from umt.pipeline.models import ModelConfig, get_recipe, model_names
-from umt.pipeline.tiny import SPECIAL_TOKENS, build_tiny_encoder
+from umt.pipeline.models.catalog import get_recipe, model_names
+from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.models.tiny import SPECIAL_TOKENS, build_tiny_encoder
 from umt.pipeline.train_config import TrainConfig
 
 HIDDEN = 32

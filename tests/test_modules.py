@@ -11,14 +11,14 @@ import torch.nn.functional as F
 
 from umt.pipeline.batch import SubwordInputs
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.heads.conversion import LabelConversion
-from umt.pipeline.labels import LabelVocab, conversion_matrix
+from umt.pipeline.heads.conversion import LabelConversion, conversion_matrix
+from umt.pipeline.labels import LabelVocab
+from umt.pipeline.models.tiny import build_tiny_encoder
 from umt.pipeline.modules.encoders import PretrainedEncoder, gather_words
 from umt.pipeline.modules.mmi import MultimodalInteraction
 from umt.pipeline.modules.transformer import MultiHeadAttention, TransformerLayer
 from umt.pipeline.modules.visual import VisualProjection
 from umt.pipeline.text.hf import is_local_path, load_encoder_model
-from umt.pipeline.tiny import build_tiny_encoder
 
 D = 16
 HEADS = 4

@@ -55,28 +55,161 @@ ALLOWED = {
     "pipeline": {"pipeline", "cache"},
     "stages": {"stages", "pipeline", "cache"},
 }
+#: The layers inside umt.pipeline, lowest first, by module path (the longest prefix names a
+#: module's layer): a module imports modules of its own layer and of lower ones only.
+PIPELINE_LAYERS = (
+    (
+        "contracts",
+        (
+            "errors", "files", "typed_fields", "labels", "metrics", "batch", "train_config",
+            "models.config", "data.types", "text.tweets",
+        ),
+    ),
+    ("run files", ("run_dir",)),
+    ("runtime", ("runtime",)),
+    ("building blocks", ("data", "text", "vision", "heads", "modules")),
+    ("models", ("models",)),
+    ("inference", ("inference",)),
+    ("training", ("training",)),
+    ("report", ("report",)),
+)  # fmt: skip
 
 
-def _umt_imports(path: Path) -> set[str]:
+def _module_name(path: Path) -> str:
+    """``umt.pipeline.data.batching`` for pipeline/data/batching.py (a package is its folder)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["umt", *parts])
+
+
+def _modules() -> dict[str, Path]:
+    paths = [ROOT / "__init__.py", ROOT / "cli.py"]
+    for layer in ALLOWED:
+        paths += sorted((ROOT / layer).rglob("*.py"))
+    return {_module_name(path): path for path in paths}
+
+
+def _under_type_checking(tree) -> set[int]:
+    """The ids of the import nodes inside ``if TYPE_CHECKING:`` blocks (annotations only: they never run)."""
     import ast
 
-    layers = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "umt" and len(parts) > 1:
-                layers.add(parts[1])
-    return layers
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            skipped |= {id(inner) for inner in ast.walk(node)}
+    return skipped
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The umt modules ``path`` imports anywhere in it (inside functions too), but for annotations."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    skipped = _under_type_checking(tree)
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("umt.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("umt"):
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                found.add(submodule if submodule in modules else node.module)
+    return {name for name in found if name in modules}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: its strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _pipeline_layer(module: str) -> int | None:
+    """The rank in :data:`PIPELINE_LAYERS` of a ``umt.pipeline.*`` module (None for others)."""
+    if not module.startswith("umt.pipeline."):
+        return None
+    name = module.removeprefix("umt.pipeline.")
+    best = None
+    for rank, (_, prefixes) in enumerate(PIPELINE_LAYERS):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (rank, len(prefix))
+    assert best is not None, f"{module} is in no layer of PIPELINE_LAYERS: add it"
+    return best[0]
 
 
 def test_imports_flow_one_way():
     wrong = []
-    for layer, allowed in ALLOWED.items():
-        for path in sorted((ROOT / layer).rglob("*.py")):
-            for imported in _umt_imports(path) - allowed:
-                wrong.append(f"{path.relative_to(ROOT)} imports umt.{imported}")
+    for name, imported in _graph().items():
+        layer = name.split(".")[1] if "." in name else "umt"
+        if layer not in ALLOWED:
+            continue
+        for target in imported:
+            if target.split(".")[1] not in ALLOWED[layer]:
+                wrong.append(f"{name} imports {target}")
     assert wrong == []
-    assert _umt_imports(ROOT / "cli.py") <= {"stages", "pipeline", "cache"}
+    assert {t.split(".")[1] for t in _graph()["umt.cli"]} <= {"stages", "pipeline", "cache"}
+
+
+def test_inside_the_pipeline_imports_flow_down_the_layers():
+    names = [name for name, _ in PIPELINE_LAYERS]
+    wrong = []
+    for module, imported in sorted(_graph().items()):
+        rank = _pipeline_layer(module)
+        if rank is None:
+            continue
+        for target in sorted(imported):
+            target_rank = _pipeline_layer(target)
+            if target_rank is not None and target_rank > rank:
+                wrong.append(f"{module} ({names[rank]}) imports {target} ({names[target_rank]})")
+    assert wrong == []
+
+
+def test_no_module_imports_its_own_importer():
+    assert _cycles(_graph()) == []
+
+
+def test_the_import_checks_see_circles_and_upward_imports():
+    """The checks above cannot pass vacuously: a circle and an upward import are found."""
+    graph = _graph()
+    assert "umt.pipeline.run_dir" in graph["umt.pipeline.training.loop"]  # the graph has real edges
+    circled = {**graph, "umt.pipeline.run_dir": graph["umt.pipeline.run_dir"] | {"umt.pipeline.training.loop"}}
+    assert any("umt.pipeline.run_dir" in cycle for cycle in _cycles(circled))
+    assert _pipeline_layer("umt.pipeline.run_dir") < _pipeline_layer("umt.pipeline.training.loop")
+    assert _pipeline_layer("umt.pipeline.models.config") < _pipeline_layer("umt.pipeline.heads.conversion")

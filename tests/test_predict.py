@@ -18,14 +18,14 @@ from PIL import Image
 
 import umt
 from umt.cli import main
-from umt.pipeline.batch import WindowRef
+from umt.pipeline.batch import Placement, WindowRef
 from umt.pipeline.data.layout import load_split
 from umt.pipeline.data.new_posts import BadLine, read_new_posts
 from umt.pipeline.heads.crf import CRFHead, Entity
 from umt.pipeline.heads.softmax import SoftmaxHead
+from umt.pipeline.inference.entities import tag_batches
 from umt.pipeline.labels import LabelVocab, bio_to_spans
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.tagging import tag_batches
 from umt.pipeline.text.tweets import detect_style, tokenize
 from umt.pipeline.train_config import TrainConfig
 from umt.pipeline.vision.backbone import build_extractor, weights_identity
@@ -173,7 +173,7 @@ def test_tags_are_always_valid_bio_and_entities_are_the_ones_eval_counts():
     emissions = torch.full((1, 6, len(vocab)), -5.0)
     for i, tag in enumerate(decoded):
         emissions[0, i, vocab.index(tag)] = 5.0
-    batch = SimpleNamespace(refs=[WindowRef(0, 0, 0, 6)], word_mask=torch.ones(1, 6, dtype=torch.bool))
+    batch = SimpleNamespace(refs=[WindowRef(0, Placement(0, 0, 6))], word_mask=torch.ones(1, 6, dtype=torch.bool))
     batch.to = lambda device: batch
     text = "Kevin Durant in Oakland Steph Ca"
     offsets = [(0, 5), (6, 12), (13, 15), (16, 23), (24, 29), (30, 32)]

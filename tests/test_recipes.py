@@ -16,8 +16,8 @@ from torch import nn
 
 import umt
 from umt.pipeline.batch import TextInputs
+from umt.pipeline.models.catalog import get_recipe, registered
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import get_recipe, registered
 from umt.pipeline.models.zoo import multimodal_tagger, text_tagger
 from umt.pipeline.modules.encoders import Encoder, TextStates
 from umt.pipeline.run_dir import RunDir

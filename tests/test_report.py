@@ -22,11 +22,11 @@ import umt.cli as cli
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.metrics import PRIMARY, score
+from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import get_recipe, model_names
 from umt.pipeline.report.aggregate import aggregate
+from umt.pipeline.report.arrange import BETTER, MIXED, WORSE
 from umt.pipeline.report.build import build_report
-from umt.pipeline.report.layout import BETTER, MIXED, WORSE
 from umt.pipeline.report.paper import ABLATIONS, paper_scores
 from umt.pipeline.report.predictions import PredictionStore, entities, entity_counts, read_predictions
 from umt.pipeline.report.render import csv_text, markdown

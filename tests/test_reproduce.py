@@ -11,7 +11,7 @@ from conftest import write_grid_cache
 
 from umt.pipeline.data.layout import load_split
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.models.registry import get_recipe, model_names
+from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.train_config import TrainConfig
 from umt.stages import reproduce, train
 from umt.stages.requests import ReproduceRequest, TrainRequest
@@ -44,7 +44,7 @@ def test_the_paper_recipe_is_what_section_3_1_states_for_each_system(model):
     if recipe.text_side().kind == "words":
         own = {k: v for k, v in recipe.defaults.items() if k != "batch_size"}
         assert {k: resolved[k] for k in own} == own  # Ma and Hovy's SGD, 50 epochs, dropout 0.5, sizes
-        assert recipe.defaults["batch_size"] == 10  # the default differs: the README's recipe table says why
+        assert recipe.defaults["batch_size"] == 10  # the default differs: the recipe table in docs/training.md says why
     else:
         assert {k: resolved[k] for k in SECTION_3_1_BERT} == SECTION_3_1_BERT
         assert train_cfg.optimizer == "adamw" and model_cfg.emission_mix == "sum"  # eq. 7 as written

@@ -16,10 +16,10 @@ from umt.pipeline.batch import Batch
 from umt.pipeline.data.batching import Collator, MnerDataset
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError, UmtError
+from umt.pipeline.inference.windows import decode_windows, merge_windows
 from umt.pipeline.labels import LabelVocab
 from umt.pipeline.metrics import score
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.predict import decode_windows, merge_windows
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.text.subword import SubwordTextSide
 from umt.pipeline.text.words import WordTextSide
@@ -73,7 +73,7 @@ class _PositionTagger(torch.nn.Module):
 
     def decode(self, batch: Batch) -> list[list[int]]:
         counts = batch.word_mask.sum(1).tolist()
-        return [[(ref.offset + i) % self.k for i in range(n)] for ref, n in zip(batch.refs, counts, strict=True)]
+        return [[(ref.place.offset + i) % self.k for i in range(n)] for ref, n in zip(batch.refs, counts, strict=True)]
 
 
 @pytest.mark.parametrize("side", ["subword", "words"])
@@ -162,11 +162,11 @@ def test_training_data_without_labels_is_refused_at_its_line(tiny_encoder_dir, t
 
 
 def test_sgd_with_the_inverse_time_schedule_of_ma_and_hovy():
-    from umt.pipeline.trainer import _optimizer
+    from umt.pipeline.training.optim import make_optimizer
 
     model = torch.nn.Linear(2, 2)
     cfg = TrainConfig(optimizer="sgd", lr=0.1, head_lr=0.0, momentum=0.9, schedule="inverse", lr_decay=0.5, epochs=3)
-    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch=3)
+    optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch=3)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
     rates = []
     for _ in range(9):
@@ -174,13 +174,13 @@ def test_sgd_with_the_inverse_time_schedule_of_ma_and_hovy():
         optimizer.step()
         scheduler.step()
     assert rates == pytest.approx([0.1] * 3 + [0.1 / 1.5] * 3 + [0.1 / 2.0] * 3)
-    adamw, linear = _optimizer(model, TrainConfig(lr=0.1, warmup=0.5, epochs=2), steps_per_epoch=2)
+    adamw, linear = make_optimizer(model, TrainConfig(lr=0.1, warmup=0.5, epochs=2), steps_per_epoch=2)
     assert isinstance(adamw, torch.optim.AdamW)
     assert [linear.lr_lambdas[0](s) for s in range(4)] == pytest.approx([0.5, 1.0, 1.0, 0.5])
 
 
 def test_a_recipes_defaults_fill_what_the_user_did_not_set():
-    from umt.pipeline.models import get_recipe
+    from umt.pipeline.models.catalog import get_recipe
     from umt.stages.requests import TrainRequest
 
     recipe = get_recipe("cnn-bilstm-crf")
@@ -203,8 +203,8 @@ def test_a_recipes_defaults_fill_what_the_user_did_not_set():
 
 def test_parameters_trained_from_scratch_get_their_own_rate(tiny_encoder_dir):
     from umt.pipeline.labels import LabelVocab
-    from umt.pipeline.models import get_recipe
-    from umt.pipeline.trainer import param_groups
+    from umt.pipeline.models.catalog import get_recipe
+    from umt.pipeline.training.optim import param_groups
 
     vocab = LabelVocab.from_sequences([["B-PER", "O", "B-LOC"]])
     recipe, cfg = get_recipe("umt"), ModelConfig(encoder=str(tiny_encoder_dir), heads=4)
@@ -223,11 +223,11 @@ def test_parameters_trained_from_scratch_get_their_own_rate(tiny_encoder_dir):
 
 
 def test_schedules_after_the_warm_up():
-    from umt.pipeline.trainer import _optimizer
+    from umt.pipeline.training.optim import make_optimizer
 
     model = torch.nn.Linear(2, 2)
     factors = {
-        name: [_optimizer(model, TrainConfig(schedule=name, warmup=0.25, epochs=1), 8)[1].lr_lambdas[0](s)
+        name: [make_optimizer(model, TrainConfig(schedule=name, warmup=0.25, epochs=1), 8)[1].lr_lambdas[0](s)
                for s in range(8)]
         for name in ("linear", "cosine", "constant")
     }  # fmt: skip
@@ -251,7 +251,7 @@ def test_patience_stops_a_run_whose_dev_score_stopped_rising(tiny_root, tiny_enc
 
 def test_precision_choices_and_runs_that_stored_amp():
     from umt.pipeline.heads.emissions import EmissionLayer
-    from umt.pipeline.precision import resolve_precision
+    from umt.pipeline.runtime.precision import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu).name == "fp32" and resolve_precision("bf16", cpu).dtype == torch.bfloat16
@@ -265,3 +265,34 @@ def test_precision_choices_and_runs_that_stored_amp():
     with resolve_precision("bf16", cpu).autocast():
         assert layer(torch.randn(2, 4, 8)).dtype == torch.float32  # the CRF's scores stay fp32
         assert torch.nn.Linear(8, 3)(torch.randn(2, 8)).dtype == torch.bfloat16  # autocast is on
+
+
+def test_weight_decay_skips_what_the_modules_declare_not_what_they_are_called(tiny_encoder_dir):
+    """W^c is exempt because its module says so: under any attribute name, in every BERT model."""
+    from umt.pipeline.heads.conversion import LabelConversion, conversion_matrix
+    from umt.pipeline.labels import LabelVocab
+    from umt.pipeline.models.catalog import get_recipe, model_names
+    from umt.pipeline.training.optim import param_groups
+
+    vocab = LabelVocab.from_sequences([["B-PER", "O", "B-LOC"]])
+    cfg = TrainConfig(weight_decay=0.01)
+    for name in model_names():
+        recipe = get_recipe(name)
+        if recipe.text_side().kind != "subword":
+            continue
+        model_cfg = ModelConfig(encoder=str(tiny_encoder_dir), heads=4)
+        model = recipe.build(model_cfg, vocab, recipe.text_side().create(model_cfg, TrainConfig(), []))
+        decayed = {id(p) for g in param_groups(model, cfg) if g["weight_decay"] for p in g["params"]}
+        expected = {id(p) for p in model.parameters() if p.ndim >= 2} - (
+            {id(model.conversion.matrix)} if model.conversion is not None else set()
+        )
+        assert decayed == expected, name
+        assert (model.conversion is not None) == (name not in ("bert-softmax", "bert-crf", "gvatt-bert-crf",
+                                                               "adacan-bert-crf", "mt", "umt-no-esd",
+                                                               "umt-no-conversion"))  # fmt: skip
+
+    renamed = torch.nn.Module()
+    renamed.linear = torch.nn.Linear(3, 3)
+    renamed.w_c = LabelConversion(conversion_matrix(vocab), trainable=True, mix="sum")
+    decayed = [p for g in param_groups(renamed, cfg) if g["weight_decay"] for p in g["params"]]
+    assert len(decayed) == 1 and decayed[0] is renamed.linear.weight

@@ -26,6 +26,7 @@ from umt.cache.lock import lock_path
 from umt.cli import main
 from umt.pipeline.data.layout import load_split
 from umt.pipeline.errors import ConfigError, DataFormatError
+from umt.pipeline.inference.trained import read_visual_stats
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.text import hf
 from umt.pipeline.vision.decode import PREPROCESSING
@@ -265,7 +266,7 @@ def test_a_failed_run_removes_only_the_files_it_wrote(tiny_root, tiny_encoder_di
         (run.path / "notes.txt").write_text("the user's, written while the run trained")
         raise RuntimeError("the GPU fell over")
 
-    monkeypatch.setattr("umt.pipeline.trainer.fit", failing_fit)
+    monkeypatch.setattr("umt.pipeline.training.run.fit", failing_fit)
     with pytest.raises(RuntimeError, match="fell over"):
         train.run(_one_epoch(tiny_root, tiny_encoder_dir, out))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
@@ -273,7 +274,7 @@ def test_a_failed_run_removes_only_the_files_it_wrote(tiny_root, tiny_encoder_di
 
 def test_a_run_folder_created_by_a_failed_run_is_removed(tiny_root, tiny_encoder_dir, tmp_path, monkeypatch):
     out = tmp_path / "new" / "run"
-    monkeypatch.setattr("umt.pipeline.trainer.fit", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr("umt.pipeline.training.run.fit", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         train.run(_one_epoch(tiny_root, tiny_encoder_dir, out))
     assert not out.exists()
@@ -631,7 +632,7 @@ def test_crafted_visual_statistics_are_refused(run_copy):
 
     save_file({"mean": torch.full((2048,), float("nan")), "std": torch.ones(2048)}, run_copy / RunDir.VISUAL_STATS)
     with pytest.raises(ConfigError, match="damaged visual statistics .*non-finite"):
-        RunDir(run_copy).visual_stats()
+        read_visual_stats(RunDir(run_copy))
 
 
 # ---- 5. no silent losses, no dead ends -------------------------------------------------------------

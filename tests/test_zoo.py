@@ -14,8 +14,8 @@ from conftest import write_grid_cache
 
 import umt
 from umt.pipeline.data.layout import load_split
+from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import get_recipe, model_names
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.train_config import TrainConfig
 from umt.stages import evaluate, train
@@ -167,7 +167,7 @@ def test_a_fusion_reads_the_type_from_the_image_where_its_text_twin_cannot(
 
 def test_the_span_detection_branch_works_on_the_word_level_side(tiny_root, tiny_cache, tmp_path):
     """UMT's ESD branch and W^c over BiLSTM word states: registered here, trained by the same stage."""
-    from umt.pipeline.models.registry import registered
+    from umt.pipeline.models.catalog import registered
     from umt.pipeline.models.zoo import WORDS, multimodal_tagger
 
     with registered(
@@ -228,10 +228,10 @@ def test_a_word_level_run_resumes_from_any_folder_without_its_vectors_option(tin
     def stop_after_first(self, stop_after_epoch):  # a run killed after its first epoch
         return original(self, lambda epoch: epoch == 0)
 
-    from umt.pipeline import trainer
+    from umt.pipeline.training import loop
 
-    original = trainer._Loop.epochs
-    monkeypatch.setattr(trainer._Loop, "epochs", stop_after_first)
+    original = loop._Loop.epochs
+    monkeypatch.setattr(loop._Loop, "epochs", stop_after_first)
     with pytest.raises(SystemExit):
         main([*argv, "--word-vectors", "vectors.txt", "--out", "killed"])
     monkeypatch.undo()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from umt.cache.errors import CacheError
 from umt.cache.grid import BLOCKS, CHANNELS
@@ -85,7 +85,7 @@ class MnerDataset(Dataset):
                 span = slice(window.offset, window.offset + len(window))
                 labels = label_ids[span] if label_ids is not None else None
                 esd = [esd_index[esd_tag(t)] for t in post.labels[span]] if post.labels is not None else None
-                ref = WindowRef(post_index, window.offset, window.keep_from, window.keep_to)
+                ref = WindowRef(post_index, window)
                 self.items.append(Item(window, ref, post.tokens[span], labels, esd, post.image))
 
     def image_coverage(self) -> tuple[int, int]:
@@ -141,3 +141,21 @@ class Collator:
             words=[item.words for item, _, _ in rows],
             refs=[item.ref for item, _, _ in rows],
         )
+
+
+def make_loader(
+    dataset: MnerDataset, collate: Collator, batch_size: int, num_workers: int, order=None, batches=None
+) -> DataLoader:
+    """Batches of ``batch_size`` windows in ``order`` (default: the dataset's), or, when given,
+    the index lists of ``batches``; pinned host memory when there is a GPU to copy to."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size if batches is None else 1,
+        sampler=order,
+        batch_sampler=batches,
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=num_workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )

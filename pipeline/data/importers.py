@@ -62,6 +62,51 @@ class Imported:
     missing: list[str]
 
 
+#: The file each format reads for a split, given the folder and one of the split's aliases.
+_SPLIT_FILES: dict[str, Callable[[Path, str], Path]] = {
+    "twitter": lambda folder, alias: folder / f"{alias}.txt",
+    "mner-json": lambda folder, alias: folder / "texts" / alias / f"{alias}.json",
+}
+
+
+def _holds_splits(folder: Path, fmt: str) -> bool:
+    """Whether ``folder`` holds a file of every split in the layout of ``fmt``."""
+    pattern = _SPLIT_FILES[fmt]
+    return all(any(pattern(folder, alias).is_file() for alias in SPLIT_ALIASES[split]) for split in SPLITS)
+
+
+def _check_layout(source: Path, fmt: str) -> None:
+    """Refuse, in one line, a folder that is not a dataset of ``fmt`` but is one of the other layout
+    (the error names ``--format``), or holds several of ``fmt``: a release that bundles its datasets
+    (``mner-real-sample/twitter_2015``, ``.../twitter_2017``) is imported one sub-folder at a time,
+    and the error names the sub-folders that can be. Any other missing split is left to
+    :func:`_find_split`, which names the files it looked for."""
+    if _holds_splits(source, fmt):
+        return
+    other = next((f for f in _SPLIT_FILES if f != fmt and _holds_splits(source, f)), None)
+    if other is not None:
+        raise ConfigError(f"{source} is a dataset in the {other} layout, not {fmt}: pass --format {other}")
+    try:
+        subsets = sorted(p.name for p in source.iterdir() if p.is_dir() and _holds_splits(p, fmt))
+    except OSError:
+        subsets = []
+    if not subsets:
+        return
+    if fmt == "mner-json":
+        lacks = (
+            "no texts/ folder" if not (source / "texts").is_dir() else "no texts/<split>/<split>.json of every split"
+        )
+    else:
+        lacks = "no train.txt, valid.txt (or dev.txt) and test.txt"
+    if len(subsets) == 1:
+        sets = f"the importable set {subsets[0]}: import it"
+    else:
+        sets = f"the importable sets {', '.join(subsets)}: import one of them"
+    raise ConfigError(
+        f"{source} holds {lacks}; it holds {sets} (umt data import {source / subsets[0]} --format {fmt} --name NAME)"
+    )
+
+
 def _find_split(folder: Path, split: str, pattern: Callable[[str], Path]) -> Path:
     tried = [pattern(alias) for alias in SPLIT_ALIASES[split]]
     found = [path for path in tried if path.is_file()]
@@ -178,7 +223,8 @@ def _source_image(folder: Path, image_id: str) -> Path | None:
 
 def import_twitter(source: Path, root: Path, name: str, overwrite: bool = False) -> Imported:
     """Validate and copy a Twitter-format dataset folder (see the module docstring)."""
-    files = {split: _find_split(source, split, lambda alias: source / f"{alias}.txt") for split in SPLITS}
+    _check_layout(source, "twitter")
+    files = {split: _find_split(source, split, lambda a: _SPLIT_FILES["twitter"](source, a)) for split in SPLITS}
     posts = {split: read_twitter(path) for split, path in files.items()}  # file:line errors before writing
     candidates = [source / "images", source.parent / f"{source.name}{IMAGES_SUFFIX}"]
     image_dir = next((p for p in candidates if p.is_dir()), None)
@@ -229,9 +275,8 @@ def _mner_record(record: object, folder: str, path: Path, line: int) -> dict:
 
 def import_mner_json(source: Path, root: Path, name: str, overwrite: bool = False) -> Imported:
     """Convert the RiTUAL-UH/multimodal_NER JSON-lines layout (see the module docstring)."""
-    files = {
-        split: _find_split(source, split, lambda alias: source / "texts" / alias / f"{alias}.json") for split in SPLITS
-    }
+    _check_layout(source, "mner-json")
+    files = {split: _find_split(source, split, lambda a: _SPLIT_FILES["mner-json"](source, a)) for split in SPLITS}
     converted: dict[str, list[dict]] = {}
     folders: dict[str, Path] = {}
     for split, path in files.items():

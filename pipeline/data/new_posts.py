@@ -10,7 +10,7 @@ JSON lines, one post per line (blank lines skipped)::
   joined by single spaces (the offsets index that string). A line may carry both: the tokens
   must then be found in order in the text, and their offsets come from there.
 - ``image`` (optional): an id or a relative path, found in ``--images DIR`` or beside the input
-  (``umt.pipeline.post_tagger`` resolves it); ``id`` (optional) is copied to the output;
+  (``umt.pipeline.inference.posts`` resolves it); ``id`` (optional) is copied to the output;
   ``labels`` (a training file's gold tags) is allowed and ignored. Any other key is a bad line
   with a did-you-mean, as in the training reader: a misspelt ``image`` would otherwise tag the
   post as text-only without a word.

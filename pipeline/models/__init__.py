@@ -1,6 +1,3 @@
-"""The model zoo: :func:`get_recipe` for every name in :func:`model_names`, and :func:`register`."""
-
-from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import Recipe, get_recipe, model_names, register, registered
-
-__all__ = ["ModelConfig", "Recipe", "get_recipe", "model_names", "register", "registered"]
+"""The models: the configuration (``config``), what a recipe is (``registry``), every registered
+name (``zoo``), looking names up (``catalog``: ``get_recipe``, ``model_names``), the one tagger
+they are all built as (``tagger``), and tiny random models for the demo and the tests (``tiny``)."""

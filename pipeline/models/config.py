@@ -19,7 +19,14 @@ from umt.pipeline.typed_fields import check_field_types
 #: What a stored config that predates a setting was trained with (``from_dict`` fills it in).
 BEFORE_SETTING = {"adacan_tanh": False}
 MAX_SUGGESTED_HEADS = 32  # head counts listed when heads does not divide d
-FUSIONS = ("mmi", "gvatt", "adacan")
+#: The fusions ``fusion`` may name: name -> ``"module:Class"`` of a
+#: :class:`umt.pipeline.modules.fusion.Fusion` (imported when a model is built). A new fusion is
+#: its module plus one entry here.
+FUSIONS = {
+    "mmi": "umt.pipeline.modules.mmi:MultimodalInteraction",
+    "gvatt": "umt.pipeline.modules.gvatt:GatedVisualAttention",
+    "adacan": "umt.pipeline.modules.adacan:AdaptiveCoAttention",
+}
 EMISSION_MIXES = ("sum", "mean")  # eq. 7 as written, or the released code's 0.5 / 0.5
 CHAR_ENCODERS = ("none", "cnn", "lstm")
 
@@ -50,8 +57,8 @@ class ModelConfig:
     image_aware: the image-aware word representations A (False: A is replaced by R).
     visual_gate: the visual gate of eq. 3 (False: B = Q).
     crf: a CRF over the MNER emissions (False: a per-word softmax).
-    fusion: the text-image fusion of a multimodal model: ``mmi`` (section 2.3), ``gvatt``
-        (Lu et al., 2018) or ``adacan`` (Zhang et al., 2018); see ``umt.pipeline.modules``.
+    fusion: the text-image fusion of a multimodal model, a name of :data:`FUSIONS`: ``mmi``
+        (section 2.3), ``gvatt`` (Lu et al., 2018) or ``adacan`` (Zhang et al., 2018).
     adacan_tanh: AdaCAN projects the regions as Zhang et al. wrote it, tanh(W_u U + b) (True);
         False projects them linearly, as every AdaCAN run trained before this setting existed
         did (a stored config without the key reloads that way).

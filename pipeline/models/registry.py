@@ -10,17 +10,19 @@ wherever the user gave no value (``Recipe.defaulted``) and stay overridable with
 function that checks a config's text inputs (an encoder folder, a vectors file) before torch
 loads; ``paper`` is the row of the paper's Table 2 the recipe stands for.
 
-Adding a model is its own module(s) plus one :func:`register` call; the trainer, the evaluator,
-the run directory and the CLI take it unchanged. This module stays light (no torch import): the
-zoo registers itself on first use, and a text side may be named as ``"module:Class"``, imported
-only when a model is built, so that the CLI checks a model name in milliseconds.
+Adding a model is its own module(s) plus one :func:`register` call in ``zoo``; the trainer,
+the evaluator, the run directory and the CLI take it unchanged. This module only defines what a
+recipe is and holds the registered ones; it imports no model: ``zoo`` registers every name,
+and ``catalog`` (which imports the zoo) is where names are looked up, so no module imports its
+own importer. It stays light (no torch import): a text side or check may be named as
+``"module:attribute"``, imported only when used (:func:`resolve`), so that the CLI checks a
+model name in milliseconds.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,13 +40,13 @@ if TYPE_CHECKING:
 Builder = Callable[[ModelConfig, "LabelVocab", "Encoder"], "nn.Module"]
 #: The named settings a model trains with (``umt train --recipe``): ``default``, umt's (each
 #: recipe's ``defaults`` over the configs' own defaults, chosen on dev where they differ from
-#: the paper: the README's recipe table), or ``paper``, what the paper's section 3.1 states for
+#: the paper: the recipe table in docs/training.md), or ``paper``, what the paper's section 3.1 states for
 #: every system (``paper_settings``, with ``paper_datasets`` for a value that depends on the dataset).
 SETTINGS = ("default", "paper")
 Check = Callable[[ModelConfig], None]
 
 
-def _resolve(target: Any) -> Any:
+def resolve(target: Any) -> Any:
     """``target``, or the object a ``"module:attribute"`` string names (imported now)."""
     if isinstance(target, str):
         module, _, attr = target.partition(":")
@@ -68,12 +70,12 @@ class Recipe:
 
     def text_side(self) -> type[TextSide]:
         """The text side class (imported now if it was registered by name)."""
-        return _resolve(self.text)
+        return resolve(self.text)
 
     def check_inputs(self, config: ModelConfig) -> None:
         """The recipe's light check of ``config``'s text inputs (ConfigError naming what is wrong)."""
         if self.check is not None:
-            _resolve(self.check)(self.configure(config))
+            resolve(self.check)(self.configure(config))
 
     def settings(self, which: str = "default", dataset: str = "") -> dict[str, Any]:
         """The settings ``which`` (:data:`SETTINGS`) names for this model on ``dataset``: the
@@ -115,7 +117,7 @@ class Recipe:
             if asked != value and asked != getattr(defaults, key):
                 raise ConfigError(
                     f"model {self.name!r} fixes {key}={value}, but the config sets {key}={asked}; "
-                    f"drop that setting or pick another model ({', '.join(model_names())})"
+                    f"drop that setting or pick another model ({', '.join(_REGISTRY)})"
                 )
         return replace(config, **self.fixes)
 
@@ -174,32 +176,3 @@ def register(
         return builder
 
     return decorate
-
-
-@contextmanager
-def registered(name: str, builder: Builder, **kwargs: Any) -> Iterator[Recipe]:
-    """``register(name, **kwargs)(builder)`` for the length of a ``with`` block (tests, experiments)."""
-    _registry()
-    register(name, **kwargs)(builder)
-    try:
-        yield _REGISTRY[name]
-    finally:
-        _REGISTRY.pop(name, None)
-
-
-def _registry() -> dict[str, Recipe]:
-    import umt.pipeline.models.zoo  # noqa: F401  (registers the zoo's names on first use)
-
-    return _REGISTRY
-
-
-def model_names() -> list[str]:
-    return list(_registry())
-
-
-def get_recipe(name: str) -> Recipe:
-    if name not in _registry():
-        raise ConfigError(
-            f"unknown model {name!r}{did_you_mean(name, model_names())}; registered models: {', '.join(model_names())}"
-        )
-    return _REGISTRY[name]

@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from umt.pipeline.batch import Batch
-from umt.pipeline.heads.conversion import LabelConversion
+from umt.pipeline.heads.conversion import LabelConversion, conversion_matrix
 from umt.pipeline.heads.crf import CRFHead
 from umt.pipeline.heads.emissions import EmissionLayer
 from umt.pipeline.heads.esd import SpanDetector
 from umt.pipeline.heads.softmax import SoftmaxHead
-from umt.pipeline.labels import LabelVocab, conversion_matrix
+from umt.pipeline.labels import LabelVocab
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.modules.encoders import Encoder
 from umt.pipeline.modules.fusion import Fusion

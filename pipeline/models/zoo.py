@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.models.registry import register
+from umt.pipeline.models.config import FUSIONS, ModelConfig
+from umt.pipeline.models.registry import register, resolve
 
 if TYPE_CHECKING:
     from umt.pipeline.labels import LabelVocab
@@ -30,7 +30,7 @@ CHECK_VECTORS = "umt.pipeline.text.vectors:check_word_vectors"
 
 #: How the BiLSTM baselines train: Ma and Hovy (2016), section 4.1 and 4.2 (SGD with momentum
 #: 0.9, lr 0.015 decayed per epoch as lr / (1 + 0.05 t), gradient norm clipped at 5, batch 10,
-#: dropout 0.5 on the embeddings and on the BiLSTM's output). Epochs: see the README.
+#: dropout 0.5 on the embeddings and on the BiLSTM's output). Epochs: docs/training.md, "The BiLSTM baselines".
 LSTM_TRAINING = {
     "optimizer": "sgd", "lr": 0.015, "momentum": 0.9, "schedule": "inverse", "lr_decay": 0.05,
     "warmup": 0.0, "weight_decay": 0.0, "max_grad_norm": 5.0, "batch_size": 10, "epochs": 50,
@@ -72,27 +72,9 @@ def text_tagger(config: ModelConfig, vocab: LabelVocab, encoder: Encoder) -> Tag
 
 
 def make_fusion(config: ModelConfig, d: int) -> Fusion:
-    """The fusion ``config.fusion`` names, over text states of width ``d``."""
-    if config.fusion == "gvatt":
-        from umt.pipeline.modules.gvatt import GatedVisualAttention
-
-        return GatedVisualAttention(d, config.visual_dim, config.grid)
-    if config.fusion == "adacan":
-        from umt.pipeline.modules.adacan import AdaptiveCoAttention
-
-        return AdaptiveCoAttention(d, config.visual_dim, config.grid, tanh=config.adacan_tanh)
-    from umt.pipeline.modules.mmi import MultimodalInteraction
-
-    config.check_hidden_size(d)  # the added layers split d into `heads` parts
-    return MultimodalInteraction(
-        d,
-        config.heads,
-        config.dropout,
-        visual_dim=config.visual_dim,
-        grid=config.grid,
-        image_aware=config.image_aware,
-        visual_gate=config.visual_gate,
-    )
+    """The fusion ``config.fusion`` names (:data:`umt.pipeline.models.config.FUSIONS`), over
+    text states of width ``d``."""
+    return resolve(FUSIONS[config.fusion]).from_config(config, d)
 
 
 def multimodal_tagger(config: ModelConfig, vocab: LabelVocab, encoder: Encoder) -> Tagger:

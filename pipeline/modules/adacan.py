@@ -20,6 +20,8 @@ the filtration gate can shut it out.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -27,6 +29,9 @@ from umt.pipeline.modules.attention import AdditiveAttention
 from umt.pipeline.modules.fusion import Fusion
 from umt.pipeline.modules.transformer import init_weights
 from umt.pipeline.modules.visual import VisualProjection
+
+if TYPE_CHECKING:
+    from umt.pipeline.models.config import ModelConfig
 
 
 class AdaptiveCoAttention(Fusion):
@@ -43,6 +48,10 @@ class AdaptiveCoAttention(Fusion):
         self.filtered = nn.Linear(d, d)  # W_m
         self.out_dim = 2 * d
         init_weights(self)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, d: int) -> AdaptiveCoAttention:
+        return cls(d, config.visual_dim, config.grid, tanh=config.adacan_tanh)
 
     def forward(
         self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor | None, image_mask: torch.Tensor

@@ -17,6 +17,8 @@ between the text states and the emissions.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -24,6 +26,9 @@ from umt.pipeline.modules.attention import AdditiveAttention
 from umt.pipeline.modules.fusion import Fusion
 from umt.pipeline.modules.transformer import init_weights
 from umt.pipeline.modules.visual import VisualProjection
+
+if TYPE_CHECKING:
+    from umt.pipeline.models.config import ModelConfig
 
 
 class GatedVisualAttention(Fusion):
@@ -34,6 +39,10 @@ class GatedVisualAttention(Fusion):
         self.gates = nn.Linear(2 * d, 3 * d)  # [h; v_c] -> beta_w, beta_v, m (the W and U maps side by side)
         self.out_dim = d
         init_weights(self)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, d: int) -> GatedVisualAttention:
+        return cls(d, config.visual_dim, config.grid)
 
     def forward(
         self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor | None, image_mask: torch.Tensor

@@ -14,12 +14,17 @@ The ablations of Table 3 are switches of this one module: ``image_aware=False`` 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from umt.pipeline.modules.fusion import Fusion
 from umt.pipeline.modules.transformer import TransformerLayer, init_weights
 from umt.pipeline.modules.visual import VisualProjection
+
+if TYPE_CHECKING:
+    from umt.pipeline.models.config import ModelConfig
 
 
 class MultimodalInteraction(Fusion):
@@ -45,6 +50,19 @@ class MultimodalInteraction(Fusion):
         self.gate = nn.Linear(2 * d, d) if visual_gate else None
         self.out_dim = 2 * d
         init_weights(self)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, d: int) -> MultimodalInteraction:
+        config.check_hidden_size(d)  # the added layers split d into `heads` parts
+        return cls(
+            d,
+            config.heads,
+            config.dropout,
+            visual_dim=config.visual_dim,
+            grid=config.grid,
+            image_aware=config.image_aware,
+            visual_gate=config.visual_gate,
+        )
 
     def forward(
         self,

@@ -10,9 +10,9 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from umt.pipeline.metrics import pct
 from umt.pipeline.report.paper import PAPER_TYPES
 from umt.pipeline.report.runs import Group
-from umt.pipeline.tables import pct
 
 NO_VALUE = "–"  # a cell with nothing to show
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from umt.pipeline.report.aggregate import Scores, Stat, aggregate
+from umt.pipeline.report.arrange import ReportTable, TableSpec, build_table, table_spec
 from umt.pipeline.report.cases import CaseStudy, case_study, case_systems
-from umt.pipeline.report.layout import ReportTable, TableSpec, build_table, table_spec
 from umt.pipeline.report.predictions import PredictionStore
 from umt.pipeline.report.runs import Group, Run, RunState, System, collect_runs, group_runs, missing_runs
 from umt.pipeline.report.significance import DEFAULT_RESAMPLES, RNG_SEED, Comparison, compare

@@ -19,12 +19,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from umt.pipeline.metrics import pct
+from umt.pipeline.report.arrange import DASH, ReportTable, TableSpec, format_p, quoted_scores
 from umt.pipeline.report.build import Report
 from umt.pipeline.report.cases import CaseStudy, show_entities
-from umt.pipeline.report.layout import DASH, ReportTable, TableSpec, format_p, quoted_scores
 from umt.pipeline.report.runs import RunState, System
 from umt.pipeline.report.significance import Comparison
-from umt.pipeline.tables import pct
 
 PAPER_STYLE = "dim italic"
 RIGHT, WRONG = "✓", "✗"

@@ -19,7 +19,7 @@ from typing import Any
 
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.metrics import PRIMARY
-from umt.pipeline.models.registry import get_recipe, model_names
+from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.run_dir import RunConfig, RunDir
 
 #: A folder holding any of these is a run directory (the first file each stage of a run writes).

@@ -13,7 +13,7 @@ encoder's input tensors, and nothing else:
   :class:`umt.pipeline.modules.encoders.TextStates`.
 
 The Hugging Face sub-word side is :class:`umt.pipeline.text.subword.SubwordTextSide`; a word
-or character encoder is another subclass, registered with its model (see the README).
+or character encoder is another subclass, registered with its model (docs/design.md, "Adding a model").
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from umt.pipeline.batch import Placement
+
 if TYPE_CHECKING:
     from umt.pipeline.batch import TextInputs
     from umt.pipeline.data.types import Post
@@ -34,16 +36,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Window:
-    """One model input cut from a post: its words from ``offset`` on (``len(window)`` of them).
-
-    ``keep_from``/``keep_to``: the window-relative word range whose predictions this window
-    owns; the other words are context, owned by a neighbour. Subclasses add the encoder's input.
-    """
-
-    offset: int
-    keep_from: int
-    keep_to: int
+class Window(Placement):
+    """One model input cut from a post: its words from ``offset`` on (``len(window)`` of them), of
+    which it owns ``owned`` (:class:`umt.pipeline.batch.Placement`). Subclasses add the encoder's input."""
 
     def __len__(self) -> int:
         raise NotImplementedError

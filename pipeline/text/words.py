@@ -32,7 +32,7 @@ from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.files import read_json_file, write_json
 from umt.pipeline.models.config import ModelConfig
-from umt.pipeline.modules.words import WordEncoder
+from umt.pipeline.modules.word_encoder import WordEncoder
 from umt.pipeline.text.base import TextSide, Window, window_spans
 from umt.pipeline.text.vectors import RANDOM, check_word_vectors, load_word_vectors
 from umt.pipeline.train_config import TrainConfig

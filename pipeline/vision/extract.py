@@ -32,8 +32,8 @@ from umt.cache.manifest import ids_digest, normalise
 from umt.cache.paths import Shard
 from umt.cache.transaction import CacheTransaction
 from umt.cache.workdir import Chunk
-from umt.pipeline.environment import package_versions
 from umt.pipeline.errors import ConfigError
+from umt.pipeline.runtime.environment import package_versions
 from umt.pipeline.vision.backbone import BACKBONE, BATCHNORM, LAYER, build_extractor, weights_identity
 from umt.pipeline.vision.decode import PREPROCESSING
 from umt.pipeline.vision.loader import ChunkImages, chunk_loader

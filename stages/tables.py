@@ -1,7 +1,7 @@
 """Rich tables shared by the commands: metrics (train, eval, demo) and a cache's status summary.
 
 Scores are stored as fractions in [0, 1] (every JSON file) and shown to people as percentages
-with two decimals (every table and progress line): :func:`pct` is the one conversion. Titles,
+with two decimals (every table and progress line): :func:`umt.pipeline.metrics.pct` is the one conversion. Titles,
 type names, model names, image ids and reasons come from data and are shown as plain text,
 never read as rich markup.
 """
@@ -16,15 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from umt.cache.format import Status
-from umt.pipeline.metrics import PRIMARY
+from umt.pipeline.metrics import PRIMARY, pct
 
 if TYPE_CHECKING:
     from umt.cache.reader import FeatureCache
-
-
-def pct(x: float) -> str:
-    """A score stored as a fraction, as people read it: a percentage with two decimals."""
-    return f"{100 * x:.2f}"
 
 
 def metrics_table(scores: dict, title: str) -> Table:

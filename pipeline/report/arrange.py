@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from umt.pipeline.models.registry import model_names
+from umt.pipeline.metrics import pct
+from umt.pipeline.models.catalog import model_names
 from umt.pipeline.report.aggregate import NO_VALUE, Scores, ordered_types
 from umt.pipeline.report.paper import (
     ABLATIONS,
@@ -25,7 +26,6 @@ from umt.pipeline.report.paper import (
 )
 from umt.pipeline.report.runs import Group, System
 from umt.pipeline.report.significance import ALPHA, Comparison
-from umt.pipeline.tables import pct
 
 BASELINE = "bert-crf"  # Table 2's markers: each multimodal system against the text-only BERT-CRF
 BETTER, WORSE, MIXED = "†", "‡", "§"

@@ -8,7 +8,7 @@ computed in fp32 under every setting (``heads.emissions``, ``heads.crf``).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +27,7 @@ class Precision:
     def dtype(self) -> torch.dtype | None:
         return _DTYPES.get(self.name)
 
-    def autocast(self):
+    def autocast(self) -> AbstractContextManager:
         if self.dtype is None:
             return nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)

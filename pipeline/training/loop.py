@@ -1,12 +1,12 @@
-"""The fit/evaluate loop. It knows one thing about a model: ``loss = model(batch)`` for
-training and ``model.decode(batch)`` (via :mod:`pipeline.predict`) for evaluation.
+"""The fit loop. It knows one thing about a model: ``loss = model(batch)`` for training, and
+evaluates dev through :class:`umt.pipeline.inference.predictor.Predictor` (``model.decode``).
 
 Model selection uses the dev split only (entity-level micro F1, seqeval default scheme); the
 caller scores the test split once, with the selected checkpoint. ``patience`` stops a run
 after that many epochs without a better dev F1.
 
-Steps: each optimiser step trains on ``batch_size`` windows (:mod:`pipeline.sampling`), cut into
-``grad_accum`` parts per process; under torchrun (:mod:`pipeline.distributed`) the model is
+Steps: each optimiser step trains on ``batch_size`` windows (:mod:`umt.pipeline.training.sampling`),
+cut into ``grad_accum`` parts per process; under torchrun (:mod:`umt.pipeline.runtime.distributed`) the model is
 wrapped in DistributedDataParallel, every process trains on its parts of the same steps, and
 evaluation is split over the processes and gathered by window, so every post counts once. Only
 the main process writes to the run directory.
@@ -20,11 +20,9 @@ uninterrupted run exactly on CPU.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 
 import torch
 from rich.console import Console
@@ -37,27 +35,21 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from torch.utils.data import DataLoader
 
 from umt.cache.durable import interrupts_deferred
-from umt.pipeline.data.batching import Collator, MnerDataset
-from umt.pipeline.devices import resolve_device
-from umt.pipeline.distributed import World
+from umt.pipeline.data.batching import Collator, MnerDataset, make_loader
 from umt.pipeline.errors import ConfigError, UmtError
+from umt.pipeline.inference.predictor import Predictor
 from umt.pipeline.labels import LabelVocab
-from umt.pipeline.metrics import PRIMARY, score
-from umt.pipeline.precision import Precision, resolve_precision
-from umt.pipeline.predict import decode_windows, merge_windows
+from umt.pipeline.metrics import PRIMARY, pct
 from umt.pipeline.run_dir import RunDir
-from umt.pipeline.sampling import StepSampler
-from umt.pipeline.tables import pct
-from umt.pipeline.tagging import Tagged, tag_batches
+from umt.pipeline.runtime.devices import resolve_device
+from umt.pipeline.runtime.distributed import World
 from umt.pipeline.text.base import TextSide
 from umt.pipeline.train_config import TrainConfig
+from umt.pipeline.training.optim import make_optimizer
+from umt.pipeline.training.sampling import StepSampler
 
-#: Parameters kept out of weight decay besides biases: LayerNorm gains, and the conversion
-#: matrix W^c, whose label-correspondence prior decay would pull toward zero.
-_NO_DECAY = ("norm", "conversion")
 #: Without a terminal (batch jobs, nohup) the live bars are invisible: print a line this often.
 _PLAIN_PROGRESS_SECONDS = 30.0
 #: The progress bar's running loss is read back from the device this often (in steps).
@@ -74,120 +66,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-def make_loader(
-    dataset: MnerDataset, collate: Collator, batch_size: int, num_workers: int, order=None, batches=None
-) -> DataLoader:
-    """Batches of ``batch_size`` windows in ``order`` (default: the dataset's), or, when given,
-    the index lists of ``batches``; pinned host memory when there is a GPU to copy to."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size if batches is None else 1,
-        sampler=order,
-        batch_sampler=batches,
-        shuffle=False,
-        collate_fn=collate,
-        num_workers=num_workers,
-        persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
-    )
-
-
-@dataclass
-class Predictor:
-    """A model with what it takes to tag whole datasets: its text side, labels and settings.
-    Under torchrun every process tags its share of the windows and all get every post's tags."""
-
-    model: torch.nn.Module
-    text: TextSide
-    vocab: LabelVocab
-    cfg: TrainConfig
-    device: torch.device
-    world: World = field(default_factory=World)
-    precision: Precision = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.precision = resolve_precision(self.cfg.precision, self.device)
-
-    def batches(self, dataset: MnerDataset, order=None):
-        """``dataset``'s windows (those of ``order``, or all) in evaluation batches."""
-        collate = Collator(self.text, with_images=dataset.features is not None)
-        return make_loader(dataset, collate, self.cfg.eval_batch_size, self.cfg.num_workers, order)
-
-    def predict(self, dataset: MnerDataset) -> list[list[str]]:
-        """The predicted tags of every post of ``dataset`` (one per word)."""
-        order = range(self.world.rank, len(dataset), self.world.size) if self.world.distributed else None
-        with self.precision.autocast():
-            windows = decode_windows(self.model, self.batches(dataset, order), self.vocab, self.device)
-        gathered = [window for share in self.world.gather(windows) for window in share]
-        return merge_windows([len(p) for p in dataset.posts], gathered)
-
-    def tag(self, dataset: MnerDataset, texts, offsets, explain: bool = False) -> list[Tagged]:
-        """Valid tags and entity dicts (``pipeline.tagging``) of every post of ``dataset``, whose
-        texts and token offsets are ``texts`` and ``offsets``."""
-        posts = dataset.posts
-        with self.precision.autocast():
-            return tag_batches(
-                self.model,
-                self.batches(dataset),
-                [len(p) for p in posts],
-                texts,
-                offsets,
-                [p.tokens for p in posts],
-                self.vocab,
-                self.device,
-                explain=explain,
-            )
-
-    def evaluate(self, dataset: MnerDataset) -> tuple[dict, list[list[str]]]:
-        """Scores (both schemes) and the predicted tags of every post of ``dataset``."""
-        preds = self.predict(dataset)
-        return score([p.labels for p in dataset.posts], preds), preds
-
-
-def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
-    """The optimiser's parameter groups: a pre-trained encoder's parameters at ``lr``, every
-    other one at ``head_lr`` (``lr`` when 0, and in a model with no pre-trained encoder, where
-    everything trains from scratch); biases, norms and W^c without weight decay."""
-    pretrained = {id(p) for m in model.modules() if getattr(m, "pretrained", False) for p in m.parameters()}
-    head_lr = cfg.head_lr if cfg.head_lr and pretrained else cfg.lr
-    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        lr = cfg.lr if id(param) in pretrained else head_lr
-        exempt = param.ndim < 2 or any(key in name.lower() for key in _NO_DECAY)
-        groups.setdefault((lr, 0.0 if exempt else cfg.weight_decay), []).append(param)
-    return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
-
-
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int, device: torch.device | None = None):
-    """The optimiser (AdamW, fused on CUDA, or SGD with momentum) and its per-step schedule.
-
-    ``linear`` / ``cosine`` / ``constant``: warm-up over ``warmup`` of all steps, then linear or
-    cosine decay to 0, or constant (``linear`` is the BERT recipe).
-    ``inverse``: lr / (1 + lr_decay * epoch), constant within an epoch (Ma and Hovy, 2016).
-    """
-    groups = param_groups(model, cfg)
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=device is not None and device.type == "cuda")
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = max(1, int(cfg.warmup * total_steps))
-
-    def factor(step: int) -> float:
-        if cfg.schedule == "inverse":
-            return 1.0 / (1.0 + cfg.lr_decay * (step // steps_per_epoch))
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        if cfg.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0 if cfg.schedule == "constant" else 1.0 - progress
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _progress(console: Console) -> Progress:
@@ -260,7 +138,7 @@ class _Loop:
             len(train), cfg.batch_size, cfg.seed, cfg.grad_accum, world.rank, world.size,
             lengths=[item.window.positions for item in train.items], bucket=cfg.bucket,
         )  # fmt: skip
-        self.optimizer, self.scheduler = _optimizer(model, cfg, self.sampler.steps, self.device)
+        self.optimizer, self.scheduler = make_optimizer(model, cfg, self.sampler.steps, self.device)
         self.collate = Collator(text, with_images=train.features is not None)
         self.predictor = Predictor(model, text, vocab, cfg, self.device, world)
         self.precision = self.predictor.precision

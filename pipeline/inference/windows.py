@@ -1,7 +1,7 @@
 """Word-level predictions for whole posts: decode windows, then merge them back.
 
 A long post is split into overlapping windows; each word's tag comes from the one window that
-owns it (``WindowRef.keep_from``/``keep_to``), so every word of every post gets exactly one tag.
+owns it (``Placement.owned``), so every word of every post gets exactly one tag.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ class WindowMerge:
 
     def add(self, ref: WindowRef, labels: Sequence[str]) -> None:
         """The labels of a window's words; only those in its kept range are used."""
-        for i in range(ref.keep_from, ref.keep_to):
-            self.tags[ref.post][ref.offset + i] = labels[i]
+        for word in ref.place.owned:
+            self.tags[ref.post][word] = labels[word - ref.place.offset]
 
     def result(self) -> list[list[str]]:
         missing = [(p, i) for p, row in enumerate(self.tags) for i, t in enumerate(row) if t is None]

@@ -31,8 +31,8 @@ import torch
 
 from umt.pipeline.batch import Batch, WindowRef
 from umt.pipeline.heads.crf import Entity
+from umt.pipeline.inference.windows import WindowMerge
 from umt.pipeline.labels import BEGIN, INSIDE, PREFIX_SEPARATOR, LabelVocab, bio_to_spans, spans_to_bio
-from umt.pipeline.predict import WindowMerge
 
 
 @dataclass
@@ -131,8 +131,7 @@ def tag_batches(
 def _owner(windows: list[_Window], word: int) -> int:
     """The index of the window whose kept range holds ``word`` of the post."""
     for index, window in enumerate(windows):
-        ref = window.ref
-        if ref.offset + ref.keep_from <= word < ref.offset + ref.keep_to:
+        if word in window.ref.place.owned:
             return index
     raise RuntimeError(f"no window owns word {word}")
 
@@ -141,4 +140,5 @@ def _local(window: _Window, entity_type: str, i: int, j: int, vocab: LabelVocab)
     """Post words ``i:j`` of ``entity_type`` as an :class:`Entity` of ``window`` (clipped to its end)."""
     n = window.emissions.shape[0]
     begin, inside = (vocab.index(f"{prefix}{PREFIX_SEPARATOR}{entity_type}") for prefix in (BEGIN, INSIDE))
-    return Entity(i - window.ref.offset, min(j - window.ref.offset, n), begin, inside)
+    offset = window.ref.place.offset
+    return Entity(i - offset, min(j - offset, n), begin, inside)

@@ -1,4 +1,12 @@
-"""Finding and opening the image-feature cache that stage two reads (never pixels)."""
+"""Finding and opening the image-feature cache that stage two reads (never pixels).
+
+In umt, *features* always means image features: the 7x7x2048 grids of stage one. A
+``features`` object is a source of them (``__contains__``, ``status(id)``, ``get(id) -> (grid,
+present)``): the HDF5 cache (``umt.cache.reader.FeatureCache``), the same standardised
+(``umt.pipeline.data.visual_stats.StandardizedFeatures``), or the grids ``umt predict``
+computed for new images. ``--features`` names a cache file; a run records the cache it read
+as ``RunConfig.cache`` (config.json's ``"features"``).
+"""
 
 from __future__ import annotations
 

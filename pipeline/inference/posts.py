@@ -24,14 +24,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from umt.pipeline.data.images import ImagePathError, candidate_files, is_file, resolve_image
 from umt.pipeline.data.new_posts import BadLine, NewPost, from_text
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.run_dir import TrainedRun
-from umt.pipeline.tagging import Tagged
+from umt.pipeline.inference.entities import Tagged
 from umt.pipeline.text.tweets import check_style
+
+if TYPE_CHECKING:
+    from umt.pipeline.inference.trained import TrainedRun
 
 #: How each front end spells the options a message may point to.
 OPTION_NAMES = {
@@ -92,8 +95,7 @@ class PostTagger:
         cfg = run.config.train_cfg
         cfg = replace(cfg, eval_batch_size=batch_size or cfg.eval_batch_size, num_workers=0)  # grids are in memory
         self.predictor = replace(run.predictor(), cfg=cfg)
-        self.ignores_images = not run.multimodal or run.config.no_images
-        self.stats = None if self.ignores_images else run.run.visual_stats()  # read once, not per chunk
+        self.ignores_images = run.ignores_images
         self.cache = None
         self.featurizer = None
         if self.ignores_images:
@@ -105,7 +107,7 @@ class PostTagger:
 
             limits = {"max_image_bytes": max_image_bytes, "max_cache_bytes": max_cache_bytes}
             self.featurizer = ImageFeaturizer(
-                run.config.features or {},
+                run.config.cache or {},
                 weights=weights,
                 cache_dir=image_cache,
                 device=run.device,
@@ -169,11 +171,11 @@ class PostTagger:
         if self.featurizer is None:
             return None
         grids = self.featurizer.features()
-        if self.stats is None:
+        if self.run.visual_stats is None:
             return grids
         from umt.pipeline.data.visual_stats import StandardizedFeatures
 
-        return StandardizedFeatures(grids, self.stats)
+        return StandardizedFeatures(grids, self.run.visual_stats)
 
     def tag_posts(
         self, posts: list[NewPost], *, base: Path | None = None, explain: bool = False

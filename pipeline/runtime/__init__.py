@@ -1,0 +1,2 @@
+"""Where and how tensors are computed: devices, torchrun processes, autocast precision, and the
+environment a run records."""
