@@ -99,7 +99,7 @@ class Bench:
         )
         given = frozenset(vars(train_cfg)) | {"encoder", "heads"}  # the recipe's model defaults (dropout) apply
         self.model_cfg, self.cfg = self.recipe.defaulted(model_cfg, train_cfg, given)
-        self.text = self.recipe.text_side().create(self.model_cfg, self.cfg, data["train"])
+        self.text = self.recipe.text_side().create(self.model_cfg, data["train"])
         feats = features if self.recipe.multimodal else None
         self.train = MnerDataset(data["train"], self.text, vocab, feats, name="train")
         self.dev = MnerDataset(data["valid"], self.text, vocab, feats, name="dev")

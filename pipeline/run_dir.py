@@ -70,7 +70,7 @@ from umt.pipeline.files import MAX_JSON_BYTES, JSONProblem, parse_json, read_jso
 from umt.pipeline.labels import LabelVocab
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.text.tweets import DEFAULT_STYLE
-from umt.pipeline.train_config import TrainConfig
+from umt.pipeline.train_config import MOVED_TO_MODEL, TrainConfig
 
 if TYPE_CHECKING:
     from umt.pipeline.text.base import TextSide
@@ -153,13 +153,15 @@ class RunConfig:
             isinstance(features.get("path"), str) and isinstance(features.get("manifest"), dict)
         ):
             raise ConfigError(f"{origin}: damaged run config ('features' needs a 'path' and a 'manifest')")
+        train = dict(_typed(data, "train", dict, origin))
+        moved = {key: train.pop(key) for key in MOVED_TO_MODEL if key in train}  # runs written before the move
         try:
             return cls(
                 model=_typed(data, "model", str, origin),
                 dataset=dataset,
                 data_root=_typed(data, "data_root", str, origin),
-                model_cfg=ModelConfig.from_dict(_typed(data, "model_config", dict, origin)),
-                train_cfg=TrainConfig.from_dict(_typed(data, "train", dict, origin)),
+                model_cfg=ModelConfig.from_dict({**_typed(data, "model_config", dict, origin), **moved}),
+                train_cfg=TrainConfig.from_dict(train),
                 text=dict(text),
                 cache=features,
                 no_images=bool(_typed(data, "no_images", bool, origin, optional=True)),

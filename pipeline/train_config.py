@@ -1,4 +1,8 @@
-"""Training settings, kept free of heavy imports so the CLI can show and check them at once."""
+"""Training settings, kept free of heavy imports so the CLI can show and check them at once.
+
+How posts are cut into windows (``max_length``, ``stride``) is the text side's business and
+lives in :class:`umt.pipeline.models.config.ModelConfig`; runs written before the move stored
+them here, and ``umt.pipeline.run_dir.RunConfig`` reads those runs (:data:`MOVED_TO_MODEL`)."""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from dataclasses import asdict, dataclass
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.typed_fields import check_field_types
 
-#: Below this a window cannot hold a word beside a tokenizer's special tokens ([CLS], [SEP], ...).
-MIN_MAX_LENGTH = 8
+#: Settings stored in a run's ``"train"`` before they moved to the model config (the text side's).
+MOVED_TO_MODEL = ("max_length", "stride")
 #: Settings that change how a run is computed but not what it computes; a resumed run may change them.
 RUNTIME_FIELDS = ("device", "num_workers", "eval_batch_size", "compile")
 OPTIMIZERS = ("adamw", "sgd")
@@ -36,8 +40,6 @@ class TrainConfig:
     grad_accum: int = 1  # each step's batch_size posts in this many sequential parts (same step, less memory)
     bucket: int = 0  # length-bucketed steps: sort windows by length within pools of this many steps; 0: off
     patience: int = 0  # stop after this many epochs without a better dev F1; 0: train every epoch
-    max_length: int = 128  # paper: maximum sub-word sequence length
-    stride: int = 32  # sub-word pieces of context shared by neighbouring windows of an over-long post
     standardize_visual: bool = False  # per-channel standardisation of the grids (pipeline.data.visual_stats)
     seed: int = 1
     device: str = "auto"
@@ -56,7 +58,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_field_types(self, "")
         at_least = {
-            "epochs": 1, "batch_size": 1, "eval_batch_size": 1, "max_length": MIN_MAX_LENGTH, "num_workers": 0,
+            "epochs": 1, "batch_size": 1, "eval_batch_size": 1, "num_workers": 0,
             "grad_accum": 1, "patience": 0, "bucket": 0,
         }  # fmt: skip
         for name, low in at_least.items():
@@ -78,10 +80,6 @@ class TrainConfig:
         if self.weight_decay < 0 or self.max_grad_norm <= 0:
             raise ConfigError(
                 f"--set weight_decay must be >= 0 and max_grad_norm > 0, got {self.weight_decay}, {self.max_grad_norm}"
-            )
-        if not 0 <= self.stride < self.max_length // 2:
-            raise ConfigError(
-                f"--set stride must be in [0, max_length / 2) = [0, {self.max_length // 2}), got {self.stride}"
             )
 
     def to_dict(self) -> dict:

@@ -71,11 +71,9 @@ class Planned:
             return "to train"
         stored = run.config()
         model_cfg, train_cfg = self.request.configs()
-        differ = [
-            f"{k} {getattr(stored.train_cfg, k)} (planned {getattr(train_cfg, k)})"
-            for k in COMPARED
-            if getattr(stored.train_cfg, k) != getattr(train_cfg, k)
-        ]
+        kept = {**stored.model_cfg.to_dict(), **stored.train_cfg.to_dict()}
+        planned = {**model_cfg.to_dict(), **train_cfg.to_dict()}
+        differ = [f"{k} {kept[k]} (planned {planned[k]})" for k in COMPARED if kept[k] != planned[k]]
         if stored.text.get("kind") != "words" and stored.model_cfg.encoder != model_cfg.encoder:
             differ.append(f"encoder {stored.model_cfg.encoder} (planned {model_cfg.encoder})")
         if stored.no_images != (self.request.no_images and get_recipe(self.model).multimodal):

@@ -104,7 +104,7 @@ class _Session:
 
     def prepare(self, model_cfg: ModelConfig, train_cfg: TrainConfig):
         """(text side, {split: dataset}, visual stats) for these settings, built once."""
-        key = (model_cfg, train_cfg.max_length, train_cfg.stride, train_cfg.standardize_visual)
+        key = (model_cfg, train_cfg.standardize_visual)
         if key not in self._prepared:
             self._prepared[key] = self._build(model_cfg, train_cfg)
         return self._prepared[key]
@@ -121,7 +121,7 @@ class _Session:
                     f"--set standardize_visual=true: no training image of {self.req.dataset} has features"
                 )
             features = StandardizedFeatures(features, stats)
-        text = self.recipe.text_side().create(model_cfg, train_cfg, self.splits["train"])
+        text = self.recipe.text_side().create(model_cfg, self.splits["train"])
         data = {
             split: MnerDataset(posts, text, self.vocab, features, name=f"{self.req.dataset}/{split}")
             for split, posts in self.splits.items()

@@ -28,7 +28,6 @@ from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.modules import transformer
 from umt.pipeline.modules.encoders import PretrainedEncoder
 from umt.pipeline.modules.word_encoder import WordEncoder
-from umt.pipeline.train_config import TrainConfig
 
 SMALL = {"heads": 4, "lstm_hidden": 16, "char_dim": 8, "char_hidden": 8, "word_dim": 16, "case_dim": 4}
 POSTS = [
@@ -95,7 +94,7 @@ def _model_and_batch(name: str, encoder_dir) -> tuple[nn.Module, object]:
     recipe = get_recipe(name)
     words = recipe.text_side().kind == "words"
     config = ModelConfig(encoder=str(encoder_dir), word_vectors="random" if words else "", **SMALL, dropout=0.5)
-    text = recipe.text_side().create(config, TrainConfig(), POSTS)
+    text = recipe.text_side().create(config, POSTS)
     vocab = LabelVocab.from_types(["PER", "LOC", "ORG"])
     model = recipe.build(config, vocab, text)
     rows = [MnerDataset(POSTS, text, vocab)[i] for i in range(len(POSTS))]

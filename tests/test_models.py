@@ -15,7 +15,6 @@ from umt.pipeline.labels import ESD_LABELS, LabelVocab, bio_to_spans, esd_tag
 from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.models.tiny import SPECIAL_TOKENS, build_tiny_encoder
-from umt.pipeline.train_config import TrainConfig
 
 HIDDEN = 32
 HEADS = 4
@@ -124,7 +123,7 @@ def _batch(seed: int, size: int, images: str = "all") -> Batch:
 def build_model(name: str, config: ModelConfig, vocab: LabelVocab) -> torch.nn.Module:
     """What training does: the recipe's text side builds the encoder, the recipe the model."""
     recipe = get_recipe(name)
-    return recipe.build(config, vocab, recipe.text_side().create(config, TrainConfig(), []))
+    return recipe.build(config, vocab, recipe.text_side().create(config, []))
 
 
 def _build(name: str, encoder: str, seed: int = 0, **kw) -> torch.nn.Module:

@@ -409,8 +409,8 @@ def test_a_post_longer_than_one_window_gets_every_tag_and_every_entity_a_probabi
             model="bert-crf",
             data_root=tiny_root,
             out=run,
-            model_cfg=ModelConfig(encoder=str(tiny_encoder_dir)),
-            train_cfg=TrainConfig(epochs=2, lr=2e-3, batch_size=8, max_length=12, stride=4),
+            model_cfg=ModelConfig(encoder=str(tiny_encoder_dir), max_length=12, stride=4),
+            train_cfg=TrainConfig(epochs=2, lr=2e-3, batch_size=8),
         )
     )
     trained = umt.load(run, device="cpu")
@@ -420,6 +420,21 @@ def test_a_post_longer_than_one_window_gets_every_tag_and_every_entity_a_probabi
     expected = trained.predict([words])[0]
     assert bio_to_spans(tagged["tags"]) == bio_to_spans(expected)
     assert tagged["entities"] and all(0.0 < e["score"] <= 1.0 for e in tagged["entities"])
+
+    # A run written before windowing moved from the training config to the model config (the
+    # text side's) kept max_length and stride under "train": it loads with the same windows.
+    import shutil
+
+    before = tmp_path / "before-the-move"
+    shutil.copytree(run, before)
+    config = json.loads((before / "config.json").read_text())
+    for key in ("max_length", "stride"):
+        config["train"][key] = config["model_config"].pop(key)
+    (before / "config.json").write_text(json.dumps(config))
+    old = umt.load(before, device="cpu")
+    assert (old.config.model_cfg.max_length, old.config.model_cfg.stride) == (12, 4)
+    assert old.config == trained.config
+    assert old.predict([words]) == trained.predict([words]) and old.tag([words]) == [tagged]
 
 
 def test_a_folder_of_images_with_captions_is_an_input(imaged_run, tmp_path):

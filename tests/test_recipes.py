@@ -69,11 +69,11 @@ class ToyWordSide(TextSide):
         self.index = {w: i for i, w in enumerate(words)}
 
     @classmethod
-    def create(cls, model_cfg, train_cfg, train_posts) -> ToyWordSide:
+    def create(cls, model_cfg, train_posts) -> ToyWordSide:
         return cls([PAD, UNKNOWN, *sorted({w for p in train_posts for w in p.tokens})])
 
     @classmethod
-    def load(cls, folder: Path, model_cfg, train_cfg) -> ToyWordSide:
+    def load(cls, folder: Path, model_cfg) -> ToyWordSide:
         return cls(json.loads((folder / cls.FILE).read_text()))
 
     def save(self, folder: Path) -> None:

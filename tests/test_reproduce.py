@@ -39,7 +39,7 @@ def test_the_paper_recipe_is_what_section_3_1_states_for_each_system(model):
     recipe = get_recipe(model)
     request = TrainRequest(dataset="twitter2017", model=model, data_root=Path("."), settings="paper")
     model_cfg, train_cfg = request.configs()
-    assert (train_cfg.batch_size, train_cfg.max_length) == (16, 128)
+    assert (train_cfg.batch_size, model_cfg.max_length) == (16, 128)
     resolved = {**model_cfg.to_dict(), **train_cfg.to_dict()}
     if recipe.text_side().kind == "words":
         own = {k: v for k, v in recipe.defaults.items() if k != "batch_size"}

@@ -82,11 +82,11 @@ def test_long_posts_get_one_prediction_per_word(tiny_encoder_dir, side):
     rng = random.Random(1)
     posts = [Post([rng.choice(FILLER + PEOPLE) for _ in range(n)], None, None) for n in (3, 40, 95, 7)]
     posts[1].tokens[5] = "\u200b"  # a word with no sub-word pieces still gets a tag
-    window = TrainConfig(max_length=24, stride=6)
+    window = {"max_length": 24, "stride": 6}
     if side == "subword":
-        text = SubwordTextSide.create(ModelConfig(encoder=str(tiny_encoder_dir)), window, [])
+        text = SubwordTextSide.create(ModelConfig(encoder=str(tiny_encoder_dir), **window), [])
     else:
-        text = WordTextSide.create(ModelConfig(word_vectors="random"), window, posts)
+        text = WordTextSide.create(ModelConfig(word_vectors="random", **window), posts)
     vocab = LabelVocab.from_types(["PER", "LOC"])
     dataset = MnerDataset(posts, text, vocab)
     assert len(dataset) > len(posts)  # the long posts really were split into windows
@@ -208,7 +208,7 @@ def test_parameters_trained_from_scratch_get_their_own_rate(tiny_encoder_dir):
 
     vocab = LabelVocab.from_sequences([["B-PER", "O", "B-LOC"]])
     recipe, cfg = get_recipe("umt"), ModelConfig(encoder=str(tiny_encoder_dir), heads=4)
-    text = recipe.text_side().create(cfg, TrainConfig(), [])
+    text = recipe.text_side().create(cfg, [])
     model = recipe.build(cfg, vocab, text)
     encoder = {id(p) for p in model.encoder.parameters()}
     groups = param_groups(model, TrainConfig(lr=5e-5, head_lr=1e-3))
@@ -281,7 +281,7 @@ def test_weight_decay_skips_what_the_modules_declare_not_what_they_are_called(ti
         if recipe.text_side().kind != "subword":
             continue
         model_cfg = ModelConfig(encoder=str(tiny_encoder_dir), heads=4)
-        model = recipe.build(model_cfg, vocab, recipe.text_side().create(model_cfg, TrainConfig(), []))
+        model = recipe.build(model_cfg, vocab, recipe.text_side().create(model_cfg, []))
         decayed = {id(p) for g in param_groups(model, cfg) if g["weight_decay"] for p in g["params"]}
         expected = {id(p) for p in model.parameters() if p.ndim >= 2} - (
             {id(model.conversion.matrix)} if model.conversion is not None else set()

@@ -14,7 +14,6 @@ from umt.pipeline.errors import ConfigError
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.text.vectors import load_word_vectors
 from umt.pipeline.text.words import CASINGS, MAX_WORD_CHARS, PAD, UNKNOWN, WordTextSide, casing
-from umt.pipeline.train_config import TrainConfig
 
 WORDS = ["the", "paris", "visits", "anna", "of", "rare"]
 MATRIX = np.arange(len(WORDS) * 4, dtype=np.float32).reshape(len(WORDS), 4) / 10
@@ -78,7 +77,7 @@ def test_bad_vectors_are_reported_with_file_and_line(tmp_path):
 
 def _side(tmp_path, posts, vectors="glove", **kw) -> WordTextSide:
     source = "random" if vectors == "random" else str(_glove(tmp_path / "v.txt", **kw))
-    return WordTextSide.create(ModelConfig(word_vectors=source, vectors_limit=3, word_dim=8), TrainConfig(), posts)
+    return WordTextSide.create(ModelConfig(word_vectors=source, vectors_limit=3, word_dim=8), posts)
 
 
 def test_vocabulary_lower_cases_with_lower_case_vectors_and_initialises_from_them(tmp_path):
@@ -106,12 +105,12 @@ def test_case_is_kept_when_the_vectors_are_cased(tmp_path):
 
 def test_random_embeddings_only_when_asked_and_the_run_reloads_without_vectors(tmp_path):
     with pytest.raises(ConfigError, match="reads word vectors: pass --word-vectors PATH"):
-        WordTextSide.create(ModelConfig(), TrainConfig(), _posts("Anna visits Paris"))
+        WordTextSide.create(ModelConfig(), _posts("Anna visits Paris"))
     side = _side(tmp_path, _posts("Anna visits Paris", "Anna sleeps"), vectors="random")
     assert side.words == [PAD, UNKNOWN, "Anna", "Paris", "sleeps", "visits"] and side.dim == 8
     assert side.pretrained is None
     side.save(tmp_path)
-    again = WordTextSide.load(tmp_path, ModelConfig(), TrainConfig())
+    again = WordTextSide.load(tmp_path, ModelConfig())
     assert (again.words, again.chars, again.lowercase, again.dim) == (side.words, side.chars, False, 8)
     assert json.loads((tmp_path / "vocab.json").read_text())["vectors"] == "random"
 

@@ -109,7 +109,7 @@ def load_run(path: Path | str | RunDir, device: str | torch.device = "auto") -> 
             f"{config.model!r} now reads {side.kind!r}"
         )
     model_cfg = replace(config.model_cfg, pretrained_encoder=False)  # every weight is in the run's weights
-    text = side.load(run.checked_text_dir(), model_cfg, config.train_cfg)
+    text = side.load(run.checked_text_dir(), model_cfg)
     weights = run.best_weights()
     _check_fit(run, lambda: recipe.build(model_cfg, vocab, text), weights)
     stats = read_visual_stats(run)

@@ -19,6 +19,8 @@ from umt.pipeline.typed_fields import check_field_types
 #: What a stored config that predates a setting was trained with (``from_dict`` fills it in).
 BEFORE_SETTING = {"adacan_tanh": False}
 MAX_SUGGESTED_HEADS = 32  # head counts listed when heads does not divide d
+#: Below this a window cannot hold a word beside a tokenizer's special tokens ([CLS], [SEP], ...).
+MIN_MAX_LENGTH = 8
 #: The fusions ``fusion`` may name: name -> ``"module:Class"`` of a
 #: :class:`umt.pipeline.modules.fusion.Fusion` (imported when a model is built). A new fusion is
 #: its module plus one entry here.
@@ -63,6 +65,13 @@ class ModelConfig:
         False projects them linearly, as every AdaCAN run trained before this setting existed
         did (a stored config without the key reloads that way).
 
+    The text side (how posts become encoder inputs) reads these:
+
+    max_length: the most encoder positions of one window: sub-word pieces with the special
+        tokens for a Hugging Face encoder, words for the word-level side (paper: 128). A longer
+        post is cut into overlapping windows, each word predicted by exactly one of them.
+    stride: positions of context neighbouring windows of an over-long post share.
+
     The word-level text side (the BiLSTM baselines) reads these; the others never do:
 
     word_vectors: pre-trained word vectors (GloVe / word2vec text file, or a ``.npy`` matrix with
@@ -93,6 +102,8 @@ class ModelConfig:
     crf: bool = True
     fusion: str = "mmi"
     adacan_tanh: bool = True
+    max_length: int = 128
+    stride: int = 32
     word_vectors: str = ""
     vectors_limit: int = 100_000
     word_dim: int = 100
@@ -118,6 +129,12 @@ class ModelConfig:
             if getattr(self, name) not in allowed:
                 got = getattr(self, name)
                 raise ConfigError(f"model config: {name} must be one of {', '.join(allowed)}, got {got!r}")
+        if self.max_length < MIN_MAX_LENGTH:
+            raise ConfigError(f"--set max_length must be at least {MIN_MAX_LENGTH}, got {self.max_length}")
+        if not 0 <= self.stride < self.max_length // 2:
+            raise ConfigError(
+                f"--set stride must be in [0, max_length / 2) = [0, {self.max_length // 2}), got {self.stride}"
+            )
         sizes = ("vectors_limit", "word_dim", "char_dim", "char_hidden", "lstm_hidden")
         small = [f"{name}={getattr(self, name)}" for name in sizes if getattr(self, name) < 1]
         if small or self.case_dim < 0:

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from umt.pipeline.data.types import Post
     from umt.pipeline.models.config import ModelConfig
     from umt.pipeline.modules.encoders import Encoder
-    from umt.pipeline.train_config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -99,12 +98,12 @@ class TextSide(ABC):
 
     @classmethod
     @abstractmethod
-    def create(cls, model_cfg: ModelConfig, train_cfg: TrainConfig, train_posts: Sequence[Post]) -> TextSide:
-        """Set up for a new run."""
+    def create(cls, model_cfg: ModelConfig, train_posts: Sequence[Post]) -> TextSide:
+        """Set up for a new run (``model_cfg`` also says how to window posts: ``max_length``, ``stride``)."""
 
     @classmethod
     @abstractmethod
-    def load(cls, folder: Path, model_cfg: ModelConfig, train_cfg: TrainConfig) -> TextSide:
+    def load(cls, folder: Path, model_cfg: ModelConfig) -> TextSide:
         """Reopen what :meth:`save` wrote into ``folder``."""
 
     @abstractmethod

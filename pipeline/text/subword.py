@@ -19,7 +19,6 @@ from umt.pipeline.modules.encoders import PretrainedEncoder
 from umt.pipeline.text.align import Aligner, PieceWindow
 from umt.pipeline.text.base import TextSide
 from umt.pipeline.text.hf import load_encoder_model, load_tokenizer, save_model_files
-from umt.pipeline.train_config import TrainConfig
 
 
 class SubwordTextSide(TextSide):
@@ -34,12 +33,12 @@ class SubwordTextSide(TextSide):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @classmethod
-    def create(cls, model_cfg: ModelConfig, train_cfg: TrainConfig, train_posts: Sequence[Post]) -> SubwordTextSide:
-        return cls(load_tokenizer(model_cfg.encoder), model_cfg.encoder, train_cfg.max_length, train_cfg.stride)
+    def create(cls, model_cfg: ModelConfig, train_posts: Sequence[Post]) -> SubwordTextSide:
+        return cls(load_tokenizer(model_cfg.encoder), model_cfg.encoder, model_cfg.max_length, model_cfg.stride)
 
     @classmethod
-    def load(cls, folder: Path, model_cfg: ModelConfig, train_cfg: TrainConfig) -> SubwordTextSide:
-        return cls(load_tokenizer(str(folder)), str(folder), train_cfg.max_length, train_cfg.stride)
+    def load(cls, folder: Path, model_cfg: ModelConfig) -> SubwordTextSide:
+        return cls(load_tokenizer(str(folder)), str(folder), model_cfg.max_length, model_cfg.stride)
 
     def save(self, folder: Path) -> None:
         save_model_files(self.source, self.tokenizer, folder)

@@ -35,7 +35,6 @@ from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.modules.word_encoder import WordEncoder
 from umt.pipeline.text.base import TextSide, Window, window_spans
 from umt.pipeline.text.vectors import RANDOM, check_word_vectors, load_word_vectors
-from umt.pipeline.train_config import TrainConfig
 
 PAD, UNKNOWN = "<pad>", "<unk>"
 MAX_WORD_CHARS = 30
@@ -85,23 +84,23 @@ class WordTextSide(TextSide):
         lowercase: bool,
         dim: int,
         vectors: str,
-        train_cfg: TrainConfig,
+        model_cfg: ModelConfig,
         pretrained: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         self.words, self.chars, self.lowercase, self.dim, self.vectors = words, chars, lowercase, dim, vectors
-        self.max_length, self.stride = train_cfg.max_length, train_cfg.stride  # in words
+        self.max_length, self.stride = model_cfg.max_length, model_cfg.stride  # in words
         self.word_index = {w: i for i, w in enumerate(words)}
         self.char_index = {c: i for i, c in enumerate(chars)}
         self.pretrained = pretrained  # (rows, (len(rows), dim) vectors) for a new run; None once reloaded
 
     @classmethod
-    def create(cls, model_cfg: ModelConfig, train_cfg: TrainConfig, train_posts: Sequence[Post]) -> WordTextSide:
+    def create(cls, model_cfg: ModelConfig, train_posts: Sequence[Post]) -> WordTextSide:
         check_word_vectors(model_cfg)
         counts = Counter(w for post in train_posts for w in post.tokens)
         chars = [PAD, UNKNOWN, *sorted({c for w in counts for c in w[:MAX_WORD_CHARS]})]
         if model_cfg.word_vectors == RANDOM:
             words = [PAD, UNKNOWN, *sorted(counts, key=lambda w: (-counts[w], w))]
-            return cls(words, chars, lowercase=False, dim=model_cfg.word_dim, vectors=RANDOM, train_cfg=train_cfg)
+            return cls(words, chars, lowercase=False, dim=model_cfg.word_dim, vectors=RANDOM, model_cfg=model_cfg)
         vectors = load_word_vectors(model_cfg.word_vectors, model_cfg.vectors_limit, counts)
         lowercase = vectors.lowercase
         words, rows, seen = [PAD, UNKNOWN], [], {PAD, UNKNOWN}
@@ -114,10 +113,10 @@ class WordTextSide(TextSide):
         train_words = {w.lower() if lowercase else w for w in counts}
         words.extend(sorted(train_words - seen))
         source = str(Path(model_cfg.word_vectors).expanduser().resolve())
-        return cls(words, chars, lowercase, vectors.dim, source, train_cfg, pretrained)
+        return cls(words, chars, lowercase, vectors.dim, source, model_cfg, pretrained)
 
     @classmethod
-    def load(cls, folder: Path, model_cfg: ModelConfig, train_cfg: TrainConfig) -> WordTextSide:
+    def load(cls, folder: Path, model_cfg: ModelConfig) -> WordTextSide:
         path = folder / VOCAB_FILE
         saved = read_json_file(path)
         try:
@@ -136,7 +135,7 @@ class WordTextSide(TextSide):
                 raise ValueError("'dim' must be a positive integer, with <pad> and <unk> in both vocabularies")
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"{path}: not a word-level text side written by `umt train` ({error})") from None
-        return cls(words, chars, lowercase, dim, vectors, train_cfg)
+        return cls(words, chars, lowercase, dim, vectors, model_cfg)
 
     def save(self, folder: Path) -> None:
         saved = {
