@@ -2,9 +2,11 @@
 
 Layout (JSON is UTF-8; scores in every file are fractions in [0, 1])::
 
-    config.json              format version, model (recipe) name, ModelConfig, TrainConfig, the text
-                             side's description, dataset, data root, feature cache path + pinned manifest,
-                             the training data's tweet-tokenisation style (for ``umt predict``)
+    config.json              format version, model (recipe) name, ModelConfig ("model_config", with the
+                             windowing: max_length, stride; runs written before it moved there keep
+                             those under "train" and load the same), TrainConfig ("train"), the text
+                             side's description, dataset, data root, feature cache path + pinned manifest
+                             ("features"), the training data's tweet-tokenisation style (for ``umt predict``)
     labels.json              the BIO2 label vocabulary (order = model output ids)
     text/                    the text side's files (for Hugging Face encoders: config + tokenizer;
                              the weights live in model.safetensors) and umt-files.json, their names

@@ -7,8 +7,12 @@ from functools import partial
 import pytest
 import torch
 
+from umt.pipeline.errors import ConfigError
+from umt.pipeline.labels import LabelVocab
+from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.modules.adacan import AdaptiveCoAttention
 from umt.pipeline.modules.attention import AdditiveAttention
+from umt.pipeline.modules.fusion import Fusion
 from umt.pipeline.modules.gvatt import GatedVisualAttention
 
 D, VISUAL_DIM, GRID = 8, 6, 5
@@ -109,3 +113,43 @@ def test_adacan_projects_the_regions_as_zhang_et_al_with_tanh(tanh):
     fusion(text, mask, image, present)
     linear = fusion.visual.proj(image)  # (B, grid, d) W_u U + b_u
     torch.testing.assert_close(seen["regions"], torch.tanh(linear) if tanh else linear)
+
+
+class MeanImage(Fusion):
+    """A toy fusion for the test below: each text state plus its post's mean projected region."""
+
+    def __init__(self, d: int, visual_dim: int):
+        super().__init__()
+        self.project = torch.nn.Linear(visual_dim, d)
+        self.out_dim = d
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, d: int) -> MeanImage:
+        return cls(d, config.visual_dim)
+
+    def forward(self, text, text_mask, image, image_mask):
+        if image is None:
+            return text
+        mean = self.project(image).mean(dim=1) * image_mask[:, None].float()  # (B, d)
+        return text + mean[:, None, :]  # (B, L, d)
+
+
+def test_a_new_fusion_is_its_module_plus_one_table_entry(monkeypatch, tiny_encoder_dir):
+    """One FUSIONS entry makes a fusion nameable and buildable; a named model is one register call."""
+    from umt.pipeline.models.catalog import registered
+    from umt.pipeline.models.config import FUSIONS
+    from umt.pipeline.models.zoo import CHECK_ENCODER, SUBWORD, multimodal_tagger
+
+    with pytest.raises(ConfigError, match="fusion must be one of mmi, gvatt, adacan"):
+        ModelConfig(fusion="mean-image")
+    monkeypatch.setitem(FUSIONS, "mean-image", f"{__name__}:MeanImage")
+    fixes = {"esd": False, "crf": True, "fusion": "mean-image"}
+    with registered(
+        "mean-image-bert-crf", multimodal_tagger, multimodal=True, text=SUBWORD, check=CHECK_ENCODER, fixes=fixes,
+        help="BERT-CRF + the mean region",
+    ) as recipe:  # fmt: skip
+        config = ModelConfig(encoder=str(tiny_encoder_dir), heads=4)
+        vocab = LabelVocab.from_sequences([["B-PER", "O", "B-LOC"]])
+        model = recipe.build(config, vocab, recipe.text_side().create(config, []))
+    assert type(model.fusion).__name__ == "MeanImage" and model.config.fusion == "mean-image"
+    assert any(name.startswith("fusion.project") for name, _ in model.named_parameters())
