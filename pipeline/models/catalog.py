@@ -13,19 +13,19 @@ from typing import Any
 
 import umt.pipeline.models.zoo  # noqa: F401  (registers the zoo's names)
 from umt.pipeline.errors import ConfigError, did_you_mean
-from umt.pipeline.models.registry import _REGISTRY, Builder, Recipe, register
+from umt.pipeline.models.registry import RECIPES, Builder, Recipe, register
 
 
 def model_names() -> list[str]:
-    return list(_REGISTRY)
+    return list(RECIPES)
 
 
 def get_recipe(name: str) -> Recipe:
-    if name not in _REGISTRY:
+    if name not in RECIPES:
         raise ConfigError(
             f"unknown model {name!r}{did_you_mean(name, model_names())}; registered models: {', '.join(model_names())}"
         )
-    return _REGISTRY[name]
+    return RECIPES[name]
 
 
 @contextmanager
@@ -33,6 +33,6 @@ def registered(name: str, builder: Builder, **kwargs: Any) -> Iterator[Recipe]:
     """``register(name, **kwargs)(builder)`` for the length of a ``with`` block (tests, experiments)."""
     register(name, **kwargs)(builder)
     try:
-        yield _REGISTRY[name]
+        yield RECIPES[name]
     finally:
-        _REGISTRY.pop(name, None)
+        RECIPES.pop(name, None)

@@ -117,7 +117,7 @@ class Recipe:
             if asked != value and asked != getattr(defaults, key):
                 raise ConfigError(
                     f"model {self.name!r} fixes {key}={value}, but the config sets {key}={asked}; "
-                    f"drop that setting or pick another model ({', '.join(_REGISTRY)})"
+                    f"drop that setting or pick another model ({', '.join(RECIPES)})"
                 )
         return replace(config, **self.fixes)
 
@@ -127,7 +127,9 @@ class Recipe:
         return self.builder(config, vocab, text.build_encoder(config))
 
 
-_REGISTRY: dict[str, Recipe] = {}
+#: Every registered recipe by name, in registration order (look names up through ``catalog``,
+#: which loads the zoo first).
+RECIPES: dict[str, Recipe] = {}
 
 
 def register(
@@ -150,7 +152,7 @@ def register(
     settings of ``--recipe paper``."""
 
     def decorate(builder: Builder) -> Builder:
-        if name in _REGISTRY:
+        if name in RECIPES:
             raise ValueError(f"model {name!r} is registered twice")
         model_keys, train_keys = set(ModelConfig().to_dict()), set(TrainConfig().to_dict())
         setting_sets = [defaults or {}, paper_settings or {}, *(paper_datasets or {}).values()]
@@ -160,7 +162,7 @@ def register(
         for values in setting_sets:  # the values must pass the configs' own checks
             ModelConfig(**{k: v for k, v in values.items() if k in model_keys})
             TrainConfig(**{k: v for k, v in values.items() if k in train_keys})
-        _REGISTRY[name] = Recipe(
+        RECIPES[name] = Recipe(
             name,
             multimodal,
             help,
