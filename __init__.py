@@ -30,8 +30,11 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 __all__ = ["__version__", "load"]
 
 
-def load(run_dir: str | Path, device: str = "auto") -> TrainedRun:
-    """The trained model of ``run_dir`` (written by ``umt train``), rebuilt from that folder alone.
+def load(run_dir: str | Path, device: str = "auto", quantize: str = "none") -> TrainedRun:
+    """The trained model of ``run_dir``, rebuilt from that folder alone: a run directory ``umt
+    train`` wrote, a folder ``umt export`` wrote, or a hub id ``owner/name`` (from the Hugging
+    Face cache; see ``umt.pipeline.sharing.source``). ``quantize="int8"``: int8 dynamic
+    quantization for faster CPU inference.
 
     Returns a :class:`umt.pipeline.inference.trained.TrainedRun`: its ``model`` (best dev
     checkpoint, eval mode), label ``vocab``, ``text`` side, ``config``, ``predict(posts)`` and
@@ -39,4 +42,4 @@ def load(run_dir: str | Path, device: str = "auto") -> TrainedRun:
     """
     from umt.pipeline.inference.trained import load_run
 
-    return load_run(run_dir, device=device)
+    return load_run(run_dir, device=device, quantize=quantize)

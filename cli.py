@@ -72,6 +72,11 @@ _T = TrainConfig()
 _D = requests.DemoRequest()
 _R = requests.ReportRequest()
 _P = requests.PredictRequest(run=Path("."))
+_SOURCE_HELP = (
+    "A run directory written by `umt train`, a folder written by `umt export`, or a hub id "
+    "owner/name (from the Hugging Face cache)."
+)
+_QUANTIZE_HELP = "none (fp32) or int8: int8 dynamic quantization of the linear layers, for faster CPU inference."
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -377,27 +382,37 @@ def train_cmd(
 
 @_command(app, "eval")
 def eval_cmd(
-    run: Path = typer.Argument(..., help="Run directory written by `umt train`."),
+    run: str = typer.Argument(..., help=_SOURCE_HELP),
     split: str = typer.Option("test", help="Split of the run's dataset: test, valid or train."),
     data: Path | None = typer.Option(None, help="Score this labelled file (Twitter format or JSONL) instead."),
     data_root: Path | None = typer.Option(None, help="Data root (default: the one the run was trained from)."),
     features: Path | None = typer.Option(None, help="Image-feature cache (default: the run's)."),
-    out: Path | None = typer.Option(None, help="Metrics JSON path (default: RUN/eval_<split>.json)."),
+    out: Path | None = typer.Option(
+        None, help="Metrics JSON path (default: RUN/eval_<split>.json; for a hub id, ./eval_<split>.json)."
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    quantize: str = typer.Option("none", help=_QUANTIZE_HELP),
 ) -> None:
     """Score a run's best checkpoint: entity-level P/R/F1 overall and per type (both schemes)."""
     from umt.stages import evaluate
 
     evaluate.run(
         requests.EvalRequest(
-            run=run, split=split, data=data, data_root=data_root, features=features, out=out, device=device
+            run=run,
+            split=split,
+            data=data,
+            data_root=data_root,
+            features=features,
+            out=out,
+            device=device,
+            quantize=quantize,
         )
     )
 
 
 @_command(app, "predict")
 def predict_cmd(
-    run: Path = typer.Argument(..., help="Run directory written by `umt train`."),
+    run: str = typer.Argument(..., help=_SOURCE_HELP),
     input: Path | None = typer.Option(
         None,
         "--input",
@@ -457,6 +472,7 @@ def predict_cmd(
     image_cache_mb: int = typer.Option(
         _P.image_cache_mb, help="Size cap of the image cache in MiB; the least recently used grids go first (0: none)."
     ),
+    quantize: str = typer.Option("none", help=_QUANTIZE_HELP),
 ) -> None:
     """Tag new posts with a trained run: tokens, valid BIO tags and entities with character offsets
     and the model's probability of each entity (CRF marginals)."""
@@ -480,6 +496,75 @@ def predict_cmd(
             any_image_path=any_image_path,
             max_image_mb=max_image_mb,
             image_cache_mb=image_cache_mb,
+            quantize=quantize,
+        )
+    )
+
+
+@_command(app, "export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="Run directory written by `umt train`."),
+    out: Path = typer.Argument(..., help="New folder to write (the Hugging Face model-repository layout)."),
+    name: str | None = typer.Option(
+        None, help="The model's name in its card, e.g. the hub id you will push it as (default: OUT's name)."
+    ),
+    overwrite: bool = typer.Option(False, help="Replace an earlier export in OUT (nothing else is replaced)."),
+) -> None:
+    """Write a trained run as a shareable model folder: safetensors weights, config, text side and a
+    model card (README.md). Push it with `hf upload OWNER/NAME OUT`; load it by id with umt.load,
+    umt predict, umt eval or umt serve."""
+    from umt.stages import export
+
+    export.run(requests.ExportRequest(run=run, out=out, name=name, overwrite=overwrite))
+
+
+@_command(app, "serve")
+def serve_cmd(
+    run: str = typer.Argument(..., help=_SOURCE_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (another than loopback needs --token)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    token: str | None = typer.Option(
+        None, envvar="UMT_SERVE_TOKEN", help="Require 'Authorization: Bearer TOKEN' on the API (the page asks for it)."
+    ),
+    no_token: bool = typer.Option(False, "--no-token", help="Allow a non-loopback --host without a token."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    quantize: str = typer.Option("none", help=_QUANTIZE_HELP),
+    images: Path | None = typer.Option(
+        None, help="The test posts' image folder, for the page's predictions view (default: the run's dataset's)."
+    ),
+    image_cache: Path | None = typer.Option(None, help="Where computed image grids are kept (as for umt predict)."),
+    weights: str | None = typer.Option(None, help="ResNet-152 weights file, when the run's features came from one."),
+    max_posts: int = typer.Option(64, help="Most posts in one request."),
+    max_image_mb: int = typer.Option(8, help="Largest uploaded image, in MiB."),
+    max_pixels: int = typer.Option(40_000_000, help="Most pixels in an uploaded image."),
+    max_body_mb: int = typer.Option(32, help="Largest request body, in MiB."),
+    max_batch: int = typer.Option(64, help="Most posts tagged in one batch (requests arriving together share one)."),
+    max_wait_ms: float = typer.Option(5.0, help="Longest a request waits for others to join its batch."),
+    max_queued: int = typer.Option(4096, help="Most posts waiting; beyond, requests get 503."),
+) -> None:
+    """Serve a trained model: POST /v1/tag (the records umt predict writes), a page at / to tag a
+    post and see its entities and image attention, and the run's test predictions to browse."""
+    from umt.stages import serve
+
+    serve.run(
+        requests.ServeRequest(
+            run=run,
+            host=host,
+            port=port,
+            token=token or None,
+            no_token=no_token,
+            device=device,
+            quantize=quantize,
+            images=images,
+            image_cache=image_cache,
+            weights=weights,
+            max_posts=max_posts,
+            max_image_mb=max_image_mb,
+            max_pixels=max_pixels,
+            max_body_mb=max_body_mb,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_queued=max_queued,
         )
     )
 

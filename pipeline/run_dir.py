@@ -78,6 +78,8 @@ if TYPE_CHECKING:
     from umt.pipeline.text.base import TextSide
 
 FORMAT_VERSION = 3
+#: The largest run file :meth:`RunDir.copy_from` copies (test predictions of a large test set).
+MAX_COPY_BYTES = 512 << 20
 #: Run formats this version reads: 2 kept the weights in ``best.pt`` (read weights-only).
 READABLE_VERSIONS = (2, FORMAT_VERSION)
 #: What the safetensors metadata of a run's weights says they are.
@@ -424,6 +426,15 @@ class RunDir:
         if path.stat().st_size == 0:
             raise ConfigError(f"{path} is empty (0 bytes): the file is damaged; train the run again")
         return path
+
+    def copy_from(self, other: RunDir, name: str, limit: int = MAX_COPY_BYTES) -> None:
+        """Run file ``name`` of ``other`` (a regular file of at most ``limit`` bytes), written here atomically."""
+        path = other._check_regular(name)
+        try:
+            data = read_regular(path, limit, what=f"a run's {name}")
+        except OSError as e:  # UnsafeFile (a link swapped in, over the limit) is an OSError too
+            raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+        self._write(name, data)
 
     def save_tensors(self, name: str, tensors: dict, metadata: dict[str, str]) -> None:
         """``tensors`` (name -> tensor) as a safetensors file, written atomically."""

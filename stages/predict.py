@@ -13,11 +13,29 @@ a PNG of the image with the entity's attention over the 7x7 grid laid over it.
 What the input names is confined: an ``image`` is found inside ``--images`` or the input's own
 folder (``--any-image-path`` lifts that), the output may not be the input, and neither the
 partial file nor an explain picture is written through a symbolic link.
+
+Under torchrun (``torchrun --nproc_per_node N -m umt.cli predict RUN --input FILE ...``) the
+processes share the work. Each reads (and tokenises) the whole input itself, so it must be a
+file or a folder (standard input is refused); chunk k of ``chunk_size`` posts is tagged by rank
+``k % N``. After each round of N chunks every process hands the others its chunk's JSON lines,
+bad lines and a status (:meth:`World.gather <umt.pipeline.runtime.distributed.World.gather>`),
+and rank 0 alone writes them in input order, reports the bad lines and prints: the output
+(file or stdout) is byte for byte the one process's, and no other process opens it. Bad lines,
+``strict`` and the nothing-tagged error behave as in one process, decided from the shared
+lines: every process raises the same error in the same round. A failure of one process alone
+(an explain picture that cannot be written, a broken pipe on rank 0, a crash while tagging) is
+passed on at the next exchange: that process raises it, the others :class:`PeerFailed`, and none
+waits forever; rank 0 tidies its partial file before any process exits. Explain pictures are
+written by the process that tagged the post, once the round's lines are shared, so a strict
+stop leaves the same pictures as one process does. The counts are the sum over the processes
+(an image new to the chunks of two processes in one round is computed by both, and counted
+twice in ``images_computed``), and the summary adds ``posts_per_process``.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -25,6 +43,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -34,10 +53,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from umt.cache.durable import UnsafeFile, atomic_write_bytes, fsync_dir, open_regular
 from umt.pipeline.data.new_posts import BadLine, InputLines, NewPost, read_folder, read_new_posts
-from umt.pipeline.errors import ConfigError, DataFormatError, UmtError
+from umt.pipeline.errors import USER_ERRORS, ConfigError, DataFormatError, UmtError
 from umt.pipeline.files import same_file
 from umt.pipeline.models.catalog import get_recipe
-from umt.pipeline.run_dir import RunDir
+from umt.pipeline.runtime.distributed import PeerFailed, World, current_world, joined
+from umt.pipeline.sharing.source import open_run
 from umt.stages.requests import PredictRequest
 
 #: Longest piece of an entity's word or type in an --explain file name.
@@ -164,11 +184,10 @@ def _silence_stdout() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def run(req: PredictRequest, console: Console | None = None) -> dict:
-    """Tag every post of the input; returns counts and timings (posts, bad lines, posts/s, files)."""
-    # Messages and the progress bar go to stderr, so stdout carries only the JSON lines.
-    console = console or Console(stderr=True)
-    run_dir = RunDir.open(req.run)
+def _prepare(req: PredictRequest) -> tuple:
+    """The tagger, the note that it ignores the posts' images (None: it reads them), the input's
+    name in messages, whether it is a folder, and the folder relative images are looked for in."""
+    run_dir = open_run(req.run)
     config = run_dir.config()
     if req.explain is not None and (config.no_images or not get_recipe(config.model).multimodal):
         why = "was trained with --no-images" if config.no_images else "is a text-only model"
@@ -177,7 +196,7 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
     from umt.pipeline.inference.posts import PostTagger
     from umt.pipeline.inference.trained import load_run
 
-    trained = load_run(run_dir, req.device)
+    trained = load_run(run_dir, req.device, quantize=req.quantize)
     tagger = PostTagger(
         trained,
         style=req.tokenizer,
@@ -201,6 +220,32 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
     folder = req.input_format == "folder"
     # Relative images are looked for in --images, then in the input's own folder (stdin: here).
     base = Path(req.input) if folder else Path(req.input).parent if req.input is not None else Path.cwd()
+    return tagger, ignored, origin, folder, base
+
+
+def _progress(console: Console, shown: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]tagging"),
+        BarColumn(),
+        TextColumn("{task.completed} posts"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not shown,
+    )
+
+
+def run(req: PredictRequest, console: Console | None = None) -> dict:
+    """Tag every post of the input; returns counts and timings (posts, bad lines, posts/s, files).
+
+    Under torchrun the processes share the chunks and rank 0 writes (see the module docstring)."""
+    # Messages and the progress bar go to stderr, so stdout carries only the JSON lines.
+    console = console or Console(stderr=True)
+    world = current_world()
+    if world.distributed:
+        return _run_together(req, console, world)
+    tagger, ignored, origin, folder, base = _prepare(req)
     source = None if folder else _open_source(req)
     if folder:
         posts_in = read_folder(Path(req.input), tagger.style)
@@ -212,16 +257,8 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
     first_bad: BadLine | None = None
     held: list[BadLine] = []  # bad lines not yet reported: until a post is tagged, the input may be all bad
     started = time.perf_counter()
-    progress = Progress(
-        TextColumn("[bold]tagging"),
-        BarColumn(),
-        TextColumn("{task.completed} posts"),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,  # a live bar is invisible without a terminal, and leaves a blank line
-    )
+    # A live bar is invisible without a terminal, and leaves a blank line.
+    progress = _progress(console, console.is_terminal)
     done = False
     try:
         with progress:
@@ -270,24 +307,223 @@ def run(req: PredictRequest, console: Console | None = None) -> dict:
     if partial is not None:
         os.replace(partial, req.output)
         fsync_dir(Path(req.output).parent)
-    seconds = time.perf_counter() - started
+    computed = tagger.featurizer.computed if tagger.featurizer is not None else 0
+    return _summary(console, req, posts, bad, entities, time.perf_counter() - started, computed, explained)
+
+
+def _summary(
+    console: Console,
+    req: PredictRequest,
+    posts: int,
+    bad: int,
+    entities: int,
+    seconds: float,
+    computed: int,
+    explained: list,
+    per_process: list[int] | None = None,
+) -> dict:
+    """The counts ``run`` returns, and the line that says them; ``per_process``: under torchrun."""
     summary = {
         "posts": posts,
         "bad_lines": bad,
         "entities": entities,
         "seconds": round(seconds, 3),
         "posts_per_second": round(posts / seconds, 2) if seconds > 0 else None,
-        "images_computed": tagger.featurizer.computed if tagger.featurizer is not None else 0,
+        "images_computed": computed,
         "explained": [str(p) for p in explained],
     }
+    if per_process is not None:
+        summary["posts_per_process"] = per_process
     where = f" -> {escape(str(req.output))}" if req.output is not None else ""
+    shared = f"; {len(per_process)} processes tagged {' + '.join(map(str, per_process))}" if per_process else ""
     console.print(
         f"tagged {posts} posts ({entities} entities, {bad} bad lines skipped) in {seconds:.1f} s, "
         f"{summary['posts_per_second']} posts/s{where}"
-        + (f"; {len(explained)} attention pictures in {escape(str(req.explain))}" if req.explain is not None else ""),
+        + (f"; {len(explained)} attention pictures in {escape(str(req.explain))}" if req.explain is not None else "")
+        + shared,
         highlight=False,
     )
     return summary
+
+
+# ---- under torchrun ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Share:
+    """What one process hands the others after a round (every process gets every share)."""
+
+    ended: bool = False  # it read no chunk for this round: the input is done
+    lines: list[str] | None = None  # the JSON lines of the chunk it tagged; None: no chunk for it this round
+    problems: list[BadLine] = field(default_factory=list)  # that chunk's bad lines, in line order
+    entities: int = 0
+    failure: str | None = None  # why it stopped: then every process stops
+    computed: int = 0  # images it computed (sent once the input is done)
+    explained: list[tuple[int, list[str]]] = field(default_factory=list)  # (chunk, pictures) (ditto)
+
+
+def _rounds(chunks: Iterator[list], size: int) -> Iterator[list[list]]:
+    """``size`` chunks at a time (fewer in the last round): chunk ``k`` of a round is rank ``k``'s."""
+    while batch := list(itertools.islice(chunks, size)):
+        yield batch
+
+
+def _described(error: BaseException) -> str:
+    return str(error) if isinstance(error, USER_ERRORS) else f"{type(error).__name__}: {error}"
+
+
+def _stop_if_any(world: World, mine: BaseException | None, failures: list[str | None]) -> None:
+    """Raise in every process when one failed: its own error there, :class:`PeerFailed` elsewhere."""
+    failed = next(((rank, why) for rank, why in enumerate(failures) if why is not None), None)
+    if failed is None:
+        return
+    if mine is not None:
+        raise mine
+    raise PeerFailed(f"rank {world.rank}: rank {failed[0]} stopped ({failed[1]})")
+
+
+def _run_together(req: PredictRequest, console: Console, world: World) -> dict:
+    if req.input is None:
+        raise ConfigError(
+            "under torchrun every process reads the input itself: name a file with --input "
+            "(standard input cannot be shared between the processes)"
+        )
+    device = world.device(req.device)
+    shown = console if world.main else Console(stderr=True, quiet=True)
+    with joined(world, device):
+        return _tag_together(replace(req, device=device), shown, world)
+
+
+def _tag_together(req: PredictRequest, console: Console, world: World) -> dict:
+    """``run`` by one process of a torchrun job: its chunks tagged, every round's lines shared,
+    rank 0 writing them in input order (see the module docstring)."""
+    failure: BaseException | None = None  # this process's own, passed on at the next exchange
+    agreed = False  # every process is raising the same decision: rank 0 tidies up before any exits
+    source = sink = partial = None
+    posts = bad = entities = 0
+    per_process = [0] * world.size
+    explained: list[tuple[int, list[str]]] = []  # the pictures this process drew, by chunk
+    done = False
+    try:
+        try:
+            tagger, ignored, origin, folder, base = _prepare(req)
+            source = None if folder else _open_source(req)
+            if folder:
+                posts_in = read_folder(Path(req.input), tagger.style)
+            else:
+                posts_in = read_new_posts(InputLines(source), req.input_format, tagger.style)
+            if world.main:
+                sink, partial = _open_sink(req)
+        except Exception as e:  # noqa: BLE001 - passed on to the others, then raised again
+            failure = e
+        failures = world.gather(None if failure is None else _described(failure))
+        agreed = True
+        _stop_if_any(world, failure, failures)
+        agreed = False
+
+        first_bad: BadLine | None = None
+        held: list[BadLine] = []  # as in one process: held until a post is tagged
+        started = time.perf_counter()
+        rounds = _rounds(_chunks(posts_in, req.chunk_size), world.size)
+        first = 0  # the number of this round's first chunk
+        with (progress := _progress(console, world.main and console.is_terminal)):
+            task = progress.add_task("tag", total=None, rate="")
+            while True:
+                share, results, batch = _Share(), [], []
+                if failure is None:
+                    try:
+                        batch = next(rounds, [])
+                        share.ended = not batch
+                        if world.rank < len(batch):
+                            chunk = batch[world.rank]
+                            new_posts = [x for x in chunk if isinstance(x, NewPost)]
+                            results, unusable = tagger.tag_posts(new_posts, base=base, explain=req.explain is not None)
+                            share.lines = [json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in results]
+                            share.problems = sorted(
+                                [x for x in chunk if isinstance(x, BadLine)] + unusable, key=lambda b: b.line
+                            )
+                            share.entities = sum(len(r.tagged.entities) for r in results)
+                        if share.ended:
+                            share.computed = tagger.featurizer.computed if tagger.featurizer is not None else 0
+                            share.explained = explained
+                    except Exception as e:  # noqa: BLE001 - passed on to the others, then raised again
+                        failure = e
+                if failure is not None:
+                    share = _Share(failure=_described(failure))
+                shares = world.gather(share)
+                agreed = True
+                _stop_if_any(world, failure, [s.failure for s in shares])
+                if all(s.ended for s in shares):
+                    agreed = False
+                    break
+                if any(s.ended for s in shares):
+                    raise DataFormatError(origin, None, "the input changed while the processes read it; tag it again")
+                for rank, s in enumerate(shares):
+                    if s.lines is None:
+                        continue
+                    if (
+                        world.main
+                        and ignored is not None
+                        and any(isinstance(x, NewPost) and x.image is not None for x in batch[rank])
+                    ):
+                        console.print(ignored)  # once
+                        ignored = None
+                    if req.strict and s.problems:
+                        raise DataFormatError(origin, s.problems[0].line, s.problems[0].reason)
+                    first_bad = first_bad or (s.problems[0] if s.problems else None)
+                    bad += len(s.problems)
+                    if world.main:
+                        held.extend(s.problems)
+                        if posts + len(s.lines) or len(held) > HELD_LINES:
+                            _report(console, origin, held)
+                        if failure is None:
+                            try:
+                                sink.writelines(s.lines)
+                                sink.flush()
+                            except BrokenPipeError:
+                                _silence_stdout()
+                                failure = OutputClosed(
+                                    f"the output was closed after {posts} posts (broken pipe); stopped"
+                                )
+                            except OSError as e:
+                                failure = e
+                    if rank == world.rank and req.explain is not None and failure is None:
+                        try:  # drawn only now, so that a strict stop earlier in the round draws none
+                            pictures = [p for result in results for p in _explain(result, Path(req.explain))]
+                            explained.append((first + rank, [str(p) for p in pictures]))
+                        except Exception as e:  # noqa: BLE001 - passed on to the others, then raised again
+                            failure = e
+                    posts += len(s.lines)
+                    entities += s.entities
+                    per_process[rank] += len(s.lines)
+                    elapsed = time.perf_counter() - started
+                    progress.update(task, completed=posts, rate=f"{posts / max(elapsed, 1e-9):.1f} posts/s")
+                agreed = False
+                first += world.size
+        if posts == 0:
+            agreed = True
+            raise _nothing_tagged(origin, first_bad, bad, folder)
+        done = True
+    except BaseException:
+        if partial is not None and posts:
+            console.print(f"[yellow]the posts tagged so far are in {escape(str(partial))}[/]")
+        raise
+    finally:
+        if source is not None:
+            source.close()
+        if sink is not None:
+            _close(sink, partial if done else None)
+        if partial is not None and not done and not posts:
+            partial.unlink(missing_ok=True)  # nothing was tagged: leave no file behind
+        if agreed:
+            with suppress(Exception):
+                world.barrier()  # torchrun stops the others when one exits: rank 0 tidies up first
+    if partial is not None:
+        os.replace(partial, req.output)
+        fsync_dir(Path(req.output).parent)
+    pictures = [p for _, drawn in sorted((c for s in shares for c in s.explained), key=lambda c: c[0]) for p in drawn]
+    computed = sum(s.computed for s in shares)
+    return _summary(console, req, posts, bad, entities, time.perf_counter() - started, computed, pictures, per_process)
 
 
 def _report(console: Console, origin: str, problems: list[BadLine]) -> None:

@@ -17,7 +17,7 @@ from umt.pipeline.errors import ConfigError, did_you_mean
 from umt.pipeline.models.catalog import get_recipe
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.models.registry import SETTINGS
-from umt.pipeline.runtime.devices import check_device_name
+from umt.pipeline.runtime.devices import check_device_name, check_quantize
 from umt.pipeline.train_config import TrainConfig
 
 DEFAULT_BATCH_SIZE = 32
@@ -36,6 +36,8 @@ __all__ = [
     "DataStatsRequest",
     "DemoRequest",
     "EvalRequest",
+    "ExportRequest",
+    "ServeRequest",
     "ExtractRequest",
     "PredictRequest",
     "ReportRequest",
@@ -179,25 +181,81 @@ class TrainRequest:
 
 @dataclass(frozen=True)
 class EvalRequest:
-    run: Path
+    run: Path | str  # a run directory, an exported folder or a hub id (umt.pipeline.sharing.source)
     split: str = "test"
     data: Path | None = None
     data_root: Path | None = None
     features: Path | None = None
     out: Path | None = None
     device: str = "auto"
+    quantize: str = "none"
 
     def __post_init__(self) -> None:
+        check_quantize(self.quantize)
         if self.split not in EVAL_SPLITS:
             raise ConfigError(f"--split {self.split!r}: expected one of {', '.join(EVAL_SPLITS)}")
         check_device_name(self.device)
 
 
 @dataclass(frozen=True)
+class ExportRequest:
+    """Options of ``umt export``."""
+
+    run: Path
+    out: Path
+    name: str | None = None
+    overwrite: bool = False
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServeRequest:
+    """Options of ``umt serve`` (the CLI help describes each)."""
+
+    run: Path | str  # a run directory, an exported folder or a hub id
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None  # default: $UMT_SERVE_TOKEN
+    no_token: bool = False  # allow a non-loopback host without a token
+    device: str = "auto"
+    quantize: str = "none"
+    images: Path | None = None
+    image_cache: Path | None = None
+    weights: str | None = None
+    max_posts: int = 64
+    max_image_mb: int = 8
+    max_pixels: int = 40_000_000
+    max_body_mb: int = 32
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    max_queued: int = 4096
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device)
+        check_quantize(self.quantize)
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port {self.port}: expected 0 to 65535")
+        for name in ("max_posts", "max_image_mb", "max_pixels", "max_body_mb", "max_batch", "max_queued"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 <= self.max_wait_ms <= 1000:
+            raise ConfigError("--max-wait-ms must be between 0 and 1000")
+        if self.images is not None and not Path(self.images).is_dir():
+            raise ConfigError(f"--images {self.images}: no such folder")
+        if self.host not in LOOPBACK_HOSTS and not self.token and not self.no_token:
+            raise ConfigError(
+                f"--host {self.host} makes the model reachable from other machines: protect it with --token "
+                "(or $UMT_SERVE_TOKEN), or pass --no-token to serve it open"
+            )
+
+
+@dataclass(frozen=True)
 class PredictRequest:
     """Options of ``umt predict`` (the CLI help describes each). ``input``/``output`` None: stdin/stdout."""
 
-    run: Path
+    run: Path | str  # a run directory, an exported folder or a hub id (umt.pipeline.sharing.source)
     input: Path | None = None
     output: Path | None = None
     images: Path | None = None
@@ -214,9 +272,12 @@ class PredictRequest:
     any_image_path: bool = False  # let 'image' be any path, not only a file inside --images or the input's folder
     max_image_mb: int = 32  # an image file larger than this is refused before it is read
     image_cache_mb: int = 2048  # the predict image cache's size cap (least recently used grids go first); 0: none
+    quantize: str = "none"  # int8: dynamic quantization for CPU inference
 
     def __post_init__(self) -> None:
         from umt.pipeline.data.new_posts import FORMATS
+
+        check_quantize(self.quantize)
         from umt.pipeline.text.tweets import STYLES
 
         if self.max_image_mb < 1 or self.image_cache_mb < 0:

@@ -141,3 +141,51 @@ def write_grid_cache(path: Path, grids: dict, settings: dict | None = None) -> P
         writer.append(ids, status, reasons, np.stack(present) if present else np.zeros((0, 7, 7, 2048), np.float32))
         writer.finish(dumps(manifest))
     return path
+
+
+#: The tiny posts of :func:`build_imaged_run` that have image files (the others have none).
+IMAGED_IDS = ("train0", "train1", "train2", "train3", "train4", "train5", "test0", "test1", "test2")
+
+
+def build_imaged_run(base: Path, root: Path, encoder: Path, model: str = "umt", epochs: int = 3) -> dict:
+    """A multimodal model trained on the tiny dataset with a few real image files (``base/images``)
+    whose grids the random ResNet-152 computed (the others absent): the settings a real extraction
+    records, so that new images are featurised the same way. Returns the run, cache and images."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from umt.pipeline.data.layout import load_split
+    from umt.pipeline.models.config import ModelConfig
+    from umt.pipeline.train_config import TrainConfig
+    from umt.pipeline.vision.backbone import build_extractor, weights_identity
+    from umt.pipeline.vision.decode import PREPROCESSING, decode
+    from umt.stages import train
+    from umt.stages.requests import TrainRequest
+
+    images = base / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    extractor = build_extractor("random")
+    grids = {p.image: None for split in ("train", "valid", "test") for p in load_split(root, "tiny", split)}
+    for n, image_id in enumerate(IMAGED_IDS):
+        pixels = rng.integers(0, 255, (40 + 4 * n, 56, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{image_id}.png")
+        with torch.inference_mode():
+            grid = extractor(torch.from_numpy(decode(images / f"{image_id}.png").pixels)[None])
+        grids[image_id] = grid[0].reshape(49, 2048).numpy()
+    settings = {"weights": weights_identity("random"), "preprocessing": PREPROCESSING, "dtype": "float32"}
+    cache = write_grid_cache(base / "tiny.h5", grids, settings)
+    run = base / "run"
+    train.run(
+        TrainRequest(
+            dataset="tiny",
+            model=model,
+            data_root=root,
+            out=run,
+            features=cache,
+            model_cfg=ModelConfig(encoder=str(encoder), heads=4),
+            train_cfg=TrainConfig(epochs=epochs, batch_size=8, lr=2e-3),
+        )
+    )
+    return {"run": run, "cache": cache, "images": images, "base": base}

@@ -65,13 +65,15 @@ PIPELINE_LAYERS = (
             "models.config", "data.types", "text.tweets",
         ),
     ),
-    ("run files", ("run_dir",)),
+    ("run files", ("run_dir", "sharing.source")),
     ("runtime", ("runtime",)),
     ("building blocks", ("data", "text", "vision", "heads", "modules")),
     ("models", ("models",)),
     ("inference", ("inference",)),
+    ("sharing", ("sharing",)),
     ("training", ("training",)),
     ("report", ("report",)),
+    ("serving", ("serving",)),
 )  # fmt: skip
 
 

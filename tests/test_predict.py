@@ -10,10 +10,9 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
-from conftest import write_grid_cache
+from conftest import IMAGED_IDS, build_imaged_run
 from PIL import Image
 
 import umt
@@ -28,8 +27,7 @@ from umt.pipeline.labels import LabelVocab, bio_to_spans
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.text.tweets import detect_style, tokenize
 from umt.pipeline.train_config import TrainConfig
-from umt.pipeline.vision.backbone import build_extractor, weights_identity
-from umt.pipeline.vision.decode import PREPROCESSING, decode
+from umt.pipeline.vision.decode import PREPROCESSING
 from umt.stages import predict, train
 from umt.stages.requests import PredictRequest, TrainRequest
 
@@ -43,7 +41,10 @@ TEXTS = [
     "It's 7:30pm, #NBAFinals tonight!! 3.5 pts 👩‍👩‍👧 ⚾️👍🏽 see www.nba.com/finals?x=1) ok",
     "Paris Paris  Paris\tParis\u00a0Paris \u200b Paris",
     "can't won't y'all — “quoted” (parens) [x] ... :-) ;D <3 Note:Data",
+    "Anna in Paris🇫🇷🇩🇪 🇫 🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f! 🇫🇷👩\u200d👩\u200d👧 ok",
 ]
+#: Scotland's flag: the black flag, the tag characters "gbsct" and the cancel tag.
+SCOTLAND = "\U0001f3f4" + "".join(chr(0xE0000 + ord(c)) for c in "gbsct") + "\U000e007f"
 
 
 @pytest.mark.parametrize("style", ["tweet", "tweet-split"])
@@ -70,6 +71,23 @@ def test_urls_mentions_hashtags_emoji_and_contractions_follow_the_datasets():
     paris = tokenize(TEXTS[2])
     assert [t.text for t in paris] == ["Paris"] * 6
     assert len({t.start for t in paris}) == 6  # repeated words keep their own offsets
+
+
+def test_a_flag_is_one_token_and_two_flags_are_two():
+    def words(text: str) -> list[str]:
+        return [t.text for t in tokenize(text)]
+
+    assert words("🇫🇷") == ["🇫🇷"] and words("🇫🇷🇩🇪") == ["🇫🇷", "🇩🇪"]  # paired from the left
+    assert words("🇫") == ["🇫"] and words("🇫🇷🇩") == ["🇫🇷", "🇩"]  # a lone letter is a token of its own
+    assert words(f"go {SCOTLAND}!") == ["go", SCOTLAND, "!"] and len(SCOTLAND) == 7
+    assert words("🇫🇷👩\u200d👩\u200d👧") == ["🇫🇷", "👩\u200d👩\u200d👧"]  # beside a ZWJ sequence
+    assert words("👍🏽🇫🇷⚾️") == ["👍🏽", "🇫🇷", "⚾️"]
+    flags = tokenize(TEXTS[4])
+    assert [t.text for t in flags] == [
+        "Anna", "in", "Paris", "🇫🇷", "🇩🇪", "🇫", SCOTLAND, "!", "🇫🇷", "👩\u200d👩\u200d👧", "ok",
+    ]  # fmt: skip
+    assert all(TEXTS[4][t.start : t.end] == t.text for t in flags)
+    assert [t.text for t in tokenize(TEXTS[4], "tweet-split")] == [t.text for t in flags]
 
 
 def test_the_style_of_a_dataset_is_detected_from_its_words():
@@ -195,39 +213,15 @@ def test_tags_are_always_valid_bio_and_entities_are_the_ones_eval_counts():
 
 # ---- umt predict on a trained run ---------------------------------------------------------------
 
-IMAGED = ("train0", "train1", "train2", "train3", "train4", "train5", "test0", "test1", "test2")
+IMAGED = IMAGED_IDS
 
 
 @pytest.fixture(scope="module")
 def imaged_run(tiny_root, tiny_encoder_dir, tmp_path_factory) -> dict:
     """A UMT trained on the tiny dataset with a few real image files whose grids the random
     ResNet-152 computed (the others absent): the same settings a real extraction records."""
-    base = tmp_path_factory.mktemp("predict")
-    images = base / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    extractor = build_extractor("random")
-    grids = {p.image: None for split in ("train", "valid", "test") for p in load_split(tiny_root, "tiny", split)}
-    for n, image_id in enumerate(IMAGED):
-        pixels = rng.integers(0, 255, (40 + 4 * n, 56, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(images / f"{image_id}.png")
-        with torch.inference_mode():
-            grid = extractor(torch.from_numpy(decode(images / f"{image_id}.png").pixels)[None])
-        grids[image_id] = grid[0].reshape(49, 2048).numpy()
-    settings = {"weights": weights_identity("random"), "preprocessing": PREPROCESSING, "dtype": "float32"}
-    cache = write_grid_cache(base / "tiny.h5", grids, settings)
-    run = base / "run"
-    train.run(
-        TrainRequest(
-            dataset="tiny",
-            model="umt",
-            data_root=tiny_root,
-            out=run,
-            features=cache,
-            model_cfg=ModelConfig(encoder=str(tiny_encoder_dir), heads=4),
-            train_cfg=TrainConfig(epochs=3, batch_size=8, lr=2e-3),
-        )
-    )
+    built = build_imaged_run(tmp_path_factory.mktemp("predict"), tiny_root, tiny_encoder_dir)
+    base, run, cache, images = built["base"], built["run"], built["cache"], built["images"]
     posts = load_split(tiny_root, "tiny", "test")[:4]
     lines = [
         json.dumps(
@@ -316,6 +310,19 @@ def test_a_bad_line_is_reported_and_strict_makes_it_an_error(imaged_run, tmp_pat
         main([*argv, "--output", str(tmp_path / "s.jsonl"), "--strict"])
     assert exited.value.code == 2 and "posts.jsonl:3:" in capsys.readouterr().err
     assert not (tmp_path / "s.jsonl").exists()  # only a finished output gets its name
+
+
+def test_a_flag_beside_an_entity_keeps_the_entities_offsets(imaged_run):
+    tagger = umt.load(imaged_run["run"], device="cpu")
+    text = "Great to see Anna in Paris🇫🇷 today 🇫🇷👩\u200d👩\u200d👧 with Chloe 🇩🇪🇫🇷"
+    (tagged,) = tagger.tag([text])
+    assert tagged["tokens"][5:7] == ["Paris", "🇫🇷"] and tagged["tokens"][-2:] == ["🇩🇪", "🇫🇷"]
+    assert "👩\u200d👩\u200d👧" in tagged["tokens"] and len(tagged["tags"]) == len(tagged["tokens"]) == 14
+    assert tagged["entities"]  # the tiny model finds names here: the offsets below are checked
+    for entity in tagged["entities"]:
+        assert text[entity["start"] : entity["end"]] == entity["word"]
+        words = tagged["tokens"][entity["token_start"] : entity["token_end"]]
+        assert entity["word"].startswith(words[0]) and entity["word"].endswith(words[-1])
 
 
 def test_python_tagger_gives_the_cli_dicts_and_takes_posts_without_images(imaged_run, tmp_path):

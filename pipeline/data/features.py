@@ -55,6 +55,8 @@ def open_run_features(
     from umt.cache.reader import FeatureCache
     from umt.pipeline.data.visual_stats import StandardizedFeatures
 
+    if override is None and not recorded["path"]:
+        raise ConfigError("the model was exported without its image-feature cache: pass --features FILE")
     target = Path(override) if override is not None else Path(recorded["path"])
     if not target.is_file():
         raise ConfigError(f"the run's image-feature cache {target} is gone; pass --features FILE")

@@ -21,7 +21,7 @@ the tagger serves (``--images DIR`` on the command line, ``images_dir=`` in Pyth
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +43,12 @@ OPTION_NAMES = {
         "image_cache": "image_cache=",
         "weights": "weights=",
         "any_image_path": "any_image_path=True",
+    },
+    "server": {
+        "images": "an uploaded image",
+        "image_cache": "--image-cache DIR",
+        "weights": "--weights PATH",
+        "any_image_path": "an uploaded image",
     },
     "cli": {
         "images": "--images DIR",
@@ -117,13 +123,16 @@ class PostTagger:
             )
 
     def _image_keys(
-        self, posts: list[NewPost], base: Path | None
+        self, posts: list[NewPost], base: Path | None, uploads: Mapping[str, bytes] | None = None
     ) -> tuple[list[str | None], list[Path | None], dict[int, str]]:
         """Per post: the key its grid is found under, the file it came from, and the problems."""
         keys: list[str | None] = [None] * len(posts)
         paths: list[Path | None] = [None] * len(posts)
         problems: dict[int, str] = {}
         if self.ignores_images:
+            return keys, paths, problems
+        if uploads is not None:
+            keys, problems = self._upload_keys(posts, uploads)
             return keys, paths, problems
         for i, post in enumerate(posts):
             if post.image is None:
@@ -146,6 +155,23 @@ class PostTagger:
                 else:
                     keys[i] = outcome.key
         return keys, paths, problems
+
+    def _upload_keys(
+        self, posts: list[NewPost], uploads: Mapping[str, bytes]
+    ) -> tuple[list[str | None], dict[int, str]]:
+        """The grid keys of posts whose ``image`` names one of ``uploads``, and the problems."""
+        if self.featurizer is None:
+            raise ConfigError("uploaded images need the run's image featuriser (not a feature cache)")
+        keys: list[str | None] = [None] * len(posts)
+        problems = {i: f"no uploaded image {p.image!r}" for i, p in enumerate(posts) if p.image not in (None, *uploads)}
+        wanted = [i for i, post in enumerate(posts) if post.image is not None and i not in problems]
+        outcomes = self.featurizer.featurize_bytes([(posts[i].image, uploads[posts[i].image]) for i in wanted])
+        for i, outcome in zip(wanted, outcomes, strict=True):
+            if outcome.key is None:
+                problems[i] = f"unreadable image: {outcome.reason}"
+            else:
+                keys[i] = outcome.key
+        return keys, problems
 
     def _find(self, image: str, base: Path | None) -> tuple[Path | None, str | None]:
         """The file a post's ``image`` names, or why there is none (see the module docstring)."""
@@ -178,10 +204,16 @@ class PostTagger:
         return StandardizedFeatures(grids, self.run.visual_stats)
 
     def tag_posts(
-        self, posts: list[NewPost], *, base: Path | None = None, explain: bool = False
+        self,
+        posts: list[NewPost],
+        *,
+        base: Path | None = None,
+        explain: bool = False,
+        uploads: Mapping[str, bytes] | None = None,
     ) -> tuple[list[Result], list[BadLine]]:
-        """Tag ``posts`` (one chunk); a post whose image cannot be had is a bad line, not tagged."""
-        keys, paths, problems = self._image_keys(posts, base)
+        """Tag ``posts`` (one chunk); a post whose image cannot be had is a bad line, not tagged.
+        With ``uploads`` (``umt serve``), a post's ``image`` names one of those bytes, never a file."""
+        keys, paths, problems = self._image_keys(posts, base, uploads)
         bad = [BadLine(posts[i].line, reason) for i, reason in sorted(problems.items())]
         good = [i for i in range(len(posts)) if i not in problems]
         taggable = [i for i in good if posts[i].tokens]

@@ -41,9 +41,14 @@ class Predictor:
         self.precision = resolve_precision(self.cfg.precision, self.device)
 
     def batches(self, dataset: MnerDataset, order=None) -> DataLoader:
-        """``dataset``'s windows (those of ``order``, or all) in evaluation batches."""
+        """``dataset``'s windows (those of ``order``, or all) in evaluation batches, longest
+        first: windows of similar length share a batch, so little of it is padding (on the
+        Twitter-2017 test posts, a third fewer encoder positions than in the dataset's order).
+        Every window's result is its own whatever its batch, and they are put back by post."""
         collate = Collator(self.text, with_images=dataset.features is not None)
-        return make_loader(dataset, collate, self.cfg.eval_batch_size, self.cfg.num_workers, order)
+        chosen = range(len(dataset)) if order is None else order
+        by_length = sorted(chosen, key=lambda i: -dataset.items[i].window.positions)
+        return make_loader(dataset, collate, self.cfg.eval_batch_size, self.cfg.num_workers, by_length)
 
     def predict(self, dataset: MnerDataset) -> list[list[str]]:
         """The predicted tags of every post of ``dataset`` (one per word)."""

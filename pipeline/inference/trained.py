@@ -29,7 +29,9 @@ from umt.pipeline.inference.predictor import Predictor
 from umt.pipeline.labels import LabelVocab
 from umt.pipeline.models.catalog import get_recipe
 from umt.pipeline.run_dir import RunConfig, RunDir
-from umt.pipeline.runtime.devices import resolve_device
+from umt.pipeline.runtime.devices import check_quantize, resolve_device
+from umt.pipeline.runtime.precision import quantize_int8
+from umt.pipeline.sharing.source import open_run
 from umt.pipeline.text.base import TextSide
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ class TrainedRun:
     device: torch.device
     #: The run's visual standardisation statistics (None when it trained without).
     visual_stats: VisualStats | None = None
+    #: ``none``, or ``int8`` for a dynamically quantized model (inference only).
+    quantize: str = "none"
     _taggers: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -93,9 +97,12 @@ class TrainedRun:
         return Predictor(self.model, self.text, self.vocab, self.config.train_cfg, self.device)
 
 
-def load_run(path: Path | str | RunDir, device: str | torch.device = "auto") -> TrainedRun:
-    """Rebuild the trained model of a finished run (best dev checkpoint, eval mode) from its folder alone."""
-    run = path if isinstance(path, RunDir) else RunDir.open(path)
+def load_run(path: Path | str | RunDir, device: str | torch.device = "auto", quantize: str = "none") -> TrainedRun:
+    """Rebuild the trained model of a finished run (best dev checkpoint, eval mode) from its folder
+    alone: a run directory, an exported folder or a hub id (:mod:`umt.pipeline.sharing.source`).
+    ``quantize="int8"``: int8 dynamic quantization for CPU inference (:func:`quantize_int8`)."""
+    check_quantize(quantize)
+    run = path if isinstance(path, RunDir) else open_run(path)
     config = run.config()
     # How to compute is this machine's business, not the run's: no more loader workers than cores.
     runtime = {"num_workers": min(config.train_cfg.num_workers, os.cpu_count() or 1), "compile": False}
@@ -117,7 +124,9 @@ def load_run(path: Path | str | RunDir, device: str | torch.device = "auto") -> 
     model.load_state_dict(weights)
     resolved = resolve_device(device) if isinstance(device, str) else device
     model.to(resolved).eval()
-    return TrainedRun(run, config, model, vocab, text, recipe.multimodal, resolved, stats)
+    if quantize == "int8":
+        model = quantize_int8(model, resolved)
+    return TrainedRun(run, config, model, vocab, text, recipe.multimodal, resolved, stats, quantize)
 
 
 def read_visual_stats(run: RunDir) -> VisualStats | None:

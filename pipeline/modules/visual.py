@@ -39,5 +39,5 @@ class VisualProjection(nn.Module):
                 f"({self.grid}, {self.visual_dim}) per post"
             )
         present = image_mask[:, None, None]  # (B, 1, 1)
-        image = image.to(self.proj.weight.dtype).masked_fill(~present, 0.0)  # (B, grid, visual_dim)
+        image = image.to(self.no_image.dtype).masked_fill(~present, 0.0)  # (B, grid, visual_dim), the model's dtype
         return torch.where(present, self.proj(image), self.no_image)  # (B, grid, d)

@@ -1,4 +1,6 @@
-"""The one device resolver: ``--device auto | cpu | cuda | cuda:N`` for every command."""
+"""The one device resolver: ``--device auto | cpu | cuda | cuda:N`` for every command, and the
+``--quantize`` choices of inference (checked here, without torch; applied by
+``umt.pipeline.runtime.precision.quantize_int8``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ if TYPE_CHECKING:
 #: Every spelling ``--device`` accepts (checked without torch, before anything loads).
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(?::(\d+))?")
 CHOICES = "auto, cpu, cuda or cuda:N"
+#: ``--quantize``: none (fp32, the default) or int8 dynamic quantization for CPU inference.
+QUANTIZE_CHOICES = ("none", "int8")
 
 
 def check_device_name(name: str) -> re.Match:
@@ -21,6 +25,12 @@ def check_device_name(name: str) -> re.Match:
     if not match:
         raise ConfigError(f"--device {name!r}: expected {CHOICES}")
     return match
+
+
+def check_quantize(name: str) -> str:
+    if name not in QUANTIZE_CHOICES:
+        raise ConfigError(f"--quantize {name!r}: expected one of {', '.join(QUANTIZE_CHOICES)}")
+    return name
 
 
 def resolve_device(name: str) -> torch.device:

@@ -9,6 +9,9 @@ tokenizer follows the Twitter datasets' own conventions (checked on Twitter-2015
 - contractions split at the apostrophe, as both datasets do: ``It's`` -> ``It`` ``'`` ``s``;
 - an emoji is one token, with its skin-tone modifiers, variation selector and zero-width-joiner
   sequence (``👩‍👩‍👧`` is one token), and so is an ASCII emoticon (``:-)``, ``;D``, ``<3``);
+  a flag is one token too: a pair of regional indicator letters (``🇫🇷``; ``🇫🇷🇩🇪`` is two
+  flags, a lone letter a token of its own) or a subdivision flag, ``🏴`` with its tag characters
+  and cancel tag (``🏴󠁧󠁢󠁳󠁣󠁴󠁿``);
 - words are runs of letters, digits and ``_`` (so ``7:30pm`` -> ``7`` ``:`` ``30pm``), numbers keep
   their decimal point (``3.5``), and every other non-space character is a token of its own.
 
@@ -26,15 +29,21 @@ from dataclasses import dataclass
 STYLES = ("tweet", "tweet-split")
 DEFAULT_STYLE = "tweet"
 
+#: Regional indicator letters: two make a flag (🇫 🇷 -> 🇫🇷), paired from the left.
+_REGIONAL = "\U0001f1e6-\U0001f1ff"
 _EMOJI_BASE = (
-    "\U0001f000-\U0001faff"  # pictographs, emoticons, transport, supplemental symbols, flags' letters
+    "\U0001f000-\U0001faff"  # pictographs, emoticons, transport, supplemental symbols (a lone flag letter)
     "\u2600-\u27bf"  # miscellaneous symbols and dingbats (☀ ⚾ ✈ ❤)
     "\u2b00-\u2bff"  # arrows and stars (⭐)
     "\u2300-\u23ff"  # technical (⌚ ⏰)
     "\u3030\u303d\u3297\u3299\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u21aa"
 )
-_EMOJI_TAIL = "\ufe0f\u20e3\U0001f3fb-\U0001f3ff"  # variation selector, keycap, skin tones
-_EMOJI = f"[{_EMOJI_BASE}][{_EMOJI_TAIL}]*(?:\u200d[{_EMOJI_BASE}][{_EMOJI_TAIL}]*)*"
+#: Variation selector, keycap, skin tones, and the tag characters and cancel tag that follow 🏴 in
+#: a subdivision flag (🏴 + "gbsct" in tags + cancel: Scotland's flag).
+_EMOJI_TAIL = "\ufe0f\u20e3\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f"
+#: One emoji: a flag's pair of letters first (alternatives are tried in order), else one symbol.
+_EMOJI_ONE = f"(?:[{_REGIONAL}]{{2}}|[{_EMOJI_BASE}])[{_EMOJI_TAIL}]*"
+_EMOJI = f"{_EMOJI_ONE}(?:\u200d{_EMOJI_ONE})*"
 _URL = r"(?:https?://|www\.)\S+?(?=[.,!?;:)\]\"']*(?:\s|$))"
 #: ASCII emoticons (:-) ;) :D :/ <3), not followed by a letter or digit (so "Note:Data" stays words).
 _EMOTICON = r"(?:[:;=][-o^']?[)(\]\[dDpP/\\|*]+|<3)(?!\w)"

@@ -267,13 +267,20 @@ class ImageFeaturizer:
         """One outcome per path; grids of readable images are then in :attr:`grids` (batched,
         each distinct image computed once, read from disk when an earlier call computed it). Only
         this call's grids stay in memory, so a stream of calls runs in constant memory."""
+        return self._featurize([(str(path), *self._admit(path)) for path in paths])
+
+    def featurize_bytes(self, images: list[tuple[str, bytes]]) -> list[Featurized]:
+        """:meth:`featurize` for images received as bytes (``umt serve``): (a name for messages, the
+        file's bytes) each, checked as a file is (size limit, image header) before decoding."""
+        return self._featurize([(name, *self._admit_bytes(name, data)) for name, data in images])
+
+    def _featurize(self, admitted: list[tuple[str, Featurized, bytes]]) -> list[Featurized]:
         self.grids = {}
         out: list[Featurized] = []
         failed: dict[str, str] = {}
         batch: dict[str, np.ndarray] = {}  # key -> (224, 224, 3) uint8 pixels waiting for the backbone
         computed_before = self.computed
-        for path in paths:
-            outcome, data = self._admit(path)
+        for path, outcome, data in admitted:
             out.append(outcome)
             key = outcome.key
             if key is None or key in self.grids or key in batch or key in failed:
@@ -302,9 +309,14 @@ class ImageFeaturizer:
             return Featurized(None, f"{path}: {e}"), b""
         except OSError as e:
             return Featurized(None, f"cannot read {path}: {e.strerror}"), b""
+        return self._admit_bytes(str(path), data)
+
+    def _admit_bytes(self, name: str, data: bytes) -> tuple[Featurized, bytes]:
+        if len(data) > self.max_image_bytes:
+            return Featurized(None, f"{name}: larger than {self.max_image_bytes} bytes"), b""
         problem = header_problem(data)
         if problem:
-            return Featurized(None, f"{path}: {problem}"), b""
+            return Featurized(None, f"{name}: {problem}"), b""
         return Featurized(hashlib.sha256(data).hexdigest()), data
 
     def _load(self, key: str) -> np.ndarray | None:
