@@ -124,7 +124,7 @@ def _image_bytes(fmt: str = "PNG", size=(32, 24)) -> bytes:
 @pytest.mark.parametrize(
     "send, status, words",
     [
-        (lambda c: c.post("/v1/tag", content=b'{"text": "a"', headers={"content-type": "application/json"}), 400, "malformed JSON"),
+        (lambda c: c.post("/v1/tag", content=b'{"text": "a"', headers={"content-type": "application/json"}), 400, "malformed JSON"),  # noqa: E501
         (lambda c: c.post("/v1/tag", json={"id": "x"}), 422, "missing 'text'"),
         (lambda c: c.post("/v1/tag", json={"txt": "x"}), 422, "unknown key 'txt' (did you mean 'text'?)"),
         (lambda c: c.post("/v1/tag", json={"text": "a", "image": "/etc/passwd"}), 422, "base64"),
@@ -132,12 +132,12 @@ def _image_bytes(fmt: str = "PNG", size=(32, 24)) -> bytes:
         (lambda c: c.post("/v1/tag", json={"posts": []}), 422, "no posts"),
         (lambda c: c.post("/v1/tag", json=3), 422, "found int"),
         (lambda c: c.post("/v1/tag", content=b"text=a", headers={"content-type": "text/plain"}), 415, "text/plain"),
-        (lambda c: c.post("/v1/tag", data={"text": "a"}, files={"image": ("a.png", b"not an image", "image/png")}), 415, "not an image"),
-        (lambda c: c.post("/v1/tag", data={"text": "a"}, files={"image": ("a.png", b"\0" * (2 << 20), "image/png")}), 413, "over the limit"),
-        (lambda c: c.post("/v1/tag", data={"text": "a"}, files={"image": ("a.png", png_claiming_size(4000, 4000), "image/png")}), 413, "pixels"),
-        (lambda c: c.post("/v1/tag", data={"text": "a"}, files={"other": ("a.png", _image_bytes(), "image/png")}), 422, "'other' is named by no post"),
+        (lambda c: c.post("/v1/tag", data={"text": "a"}, files={"image": ("a.png", b"not an image", "image/png")}), 415, "not an image"),  # noqa: E501
+        (lambda c: c.post("/v1/tag", data={"text": "a"}, files={"image": ("a.png", b"\0" * (2 << 20), "image/png")}), 413, "over the limit"),  # noqa: E501
+        (lambda c: c.post("/v1/tag", data={"text": "a"}, files={"image": ("a.png", png_claiming_size(4000, 4000), "image/png")}), 413, "pixels"),  # noqa: E501
+        (lambda c: c.post("/v1/tag", data={"text": "a"}, files={"other": ("a.png", _image_bytes(), "image/png")}), 422, "'other' is named by no post"),  # noqa: E501
         (lambda c: c.post("/v1/tag", data={"posts": '[{"text": "a", "image": "f"}]'}), 422, "no file was uploaded"),
-        (lambda c: c.post("/v1/tag", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data; boundary=x"}), 422, "missing 'text'"),
+        (lambda c: c.post("/v1/tag", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data; boundary=x"}), 422, "missing 'text'"),  # noqa: E501
         (lambda c: c.post("/v1/tag", data={"text": "a", "explain": "maybe"}), 422, "'explain' must be true or false"),
         (lambda c: c.get("/v1/nothing"), 404, "Not Found"),
         (lambda c: c.get("/v1/predictions?filter=some"), 422, "filter 'some'"),
