@@ -7,7 +7,6 @@ errors print as one red line and exit with status 2; Ctrl-C exits with 130.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import sys
@@ -21,8 +20,10 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape
 
+from umt import experiment_file  # noqa: E402
 from umt.pipeline.errors import USER_ERRORS, ConfigError, UmtError  # noqa: E402
 from umt.pipeline.models.config import ModelConfig  # noqa: E402
+from umt.pipeline.tracking import parse_log_to  # noqa: E402
 from umt.pipeline.train_config import TrainConfig  # noqa: E402
 from umt.stages import requests  # noqa: E402
 
@@ -77,8 +78,11 @@ _SOURCE_HELP = (
     "owner/name (from the Hugging Face cache)."
 )
 _QUANTIZE_HELP = "none (fp32) or int8: int8 dynamic quantization of the linear layers, for faster CPU inference."
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+_LOG_TO_HELP = (
+    "Experiment trackers of each run, comma-separated: tensorboard (RUN/tb/), mlflow (RUN/mlflow.db, or "
+    "--tracking-uri), wandb (offline, RUN/wandb/). Off by default; docs/training.md, Tracking."
+)
+_TRACKING_URI_HELP = "MLflow store for --log-to mlflow, e.g. sqlite:///runs/mlflow.db (default: RUN/mlflow.db)."
 
 
 def _data_root(value: Path | None) -> Path:
@@ -90,36 +94,17 @@ def _data_root(value: Path | None) -> Path:
 # ---- parsing the free-form options ---------------------------------------------------------
 
 
-def _parse_value(kind: str, raw: str, key: str):
-    if kind == "bool":
-        if raw.lower() in _TRUE:
-            return True
-        if raw.lower() in _FALSE:
-            return False
-        raise ConfigError(f"--set {key}={raw}: expected true or false")
-    try:
-        return {"int": int, "float": float, "str": str}[kind](raw)
-    except ValueError:
-        raise ConfigError(f"--set {key}={raw}: expected {'an' if kind == 'int' else 'a'} {kind}") from None
-
-
 def parse_overrides(pairs: list[str]) -> dict[str, dict[str, object]]:
     """``key=value`` strings -> ``{"model": {...}, "train": {...}}`` by which config has the key."""
-    kinds = {
-        "model": {f.name: f.type for f in dataclasses.fields(ModelConfig)},
-        "train": {f.name: f.type for f in dataclasses.fields(TrainConfig)},
-    }
+    from umt.pipeline.settings import GROUPS, parse_value, setting_name
+
     out: dict[str, dict[str, object]] = {"model": {}, "train": {}}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
+        raw_key, sep, raw = pair.partition("=")
+        if not sep or not raw_key.strip():
             raise ConfigError(f"--set {pair!r}: expected key=value")
-        which = next((name for name, fields in kinds.items() if key in fields), None)
-        if which is None:
-            known = sorted(k for fields in kinds.values() for k in fields)
-            raise ConfigError(f"--set {key}: unknown setting; known: {', '.join(known)}")
-        out[which][key] = _parse_value(kinds[which][key], raw.strip(), key)
+        key = setting_name(raw_key, f"--set {raw_key.strip()}")
+        out[GROUPS[key]][key] = parse_value(key, raw, f"--set {key}={raw.strip()}")
     return out
 
 
@@ -132,8 +117,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def _given(ctx: typer.Context, *names: str) -> set[str]:
-    """The options among ``names`` that the user typed (not left at their default)."""
-    return {n for n in names if getattr(ctx.get_parameter_source(n), "name", None) == "COMMANDLINE"}
+    """The options among ``names`` that the user gave, typed or in the ``--config`` file (not left at
+    their default): a recipe's setting yields to either."""
+    return {n for n in names if getattr(ctx.get_parameter_source(n), "name", None) in ("COMMANDLINE", "DEFAULT_MAP")}
 
 
 # ---- data ----------------------------------------------------------------------------------
@@ -311,7 +297,11 @@ def train_cmd(
     ),
     lr: float = typer.Option(_T.lr, help="Peak learning rate (default: the model's)."),
     seed: int = typer.Option(_T.seed, help="Random seed."),
-    seeds: str | None = typer.Option(None, help="Comma-separated seeds, one run each, e.g. 1,2,3 (overrides --seed)."),
+    seeds: str | None = typer.Option(
+        None,
+        callback=experiment_file.file_checked(parse_seeds),
+        help="Comma-separated seeds, one run each, e.g. 1,2,3 (overrides --seed).",
+    ),
     out: Path | None = typer.Option(None, help="Run directory (default: runs/<dataset>/<model>/seed<N>)."),
     data_root: Path | None = typer.Option(None, help="Data root (default: $UMT_DATA_ROOT or ./data)."),
     device: str = typer.Option(_T.device, help="auto, cpu, cuda or cuda:N."),
@@ -331,13 +321,17 @@ def train_cmd(
     set_: list[str] = typer.Option(
         [],
         "--set",
-        help="Override any ModelConfig/TrainConfig field, e.g. --set esd_weight=0.3 (repeatable); "
-        "head_lr, patience, grad_accum, schedule, compile: see docs/training.md.",
+        callback=experiment_file.file_checked(parse_overrides),
+        help="Override any ModelConfig/TrainConfig field, e.g. --set esd_weight=0.3 (repeatable; added to "
+        "a --config file's); head_lr, patience, grad_accum, schedule, compile: see docs/training.md.",
     ),
     resume: bool = typer.Option(
         False, help="Continue a killed run from its last completed epoch, with the settings it was started with."
     ),
     overwrite: bool = typer.Option(False, help="Replace an existing run directory."),
+    log_to: str = typer.Option("", help=_LOG_TO_HELP),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_URI_HELP),
+    config: Path | None = experiment_file.config_option(),
 ) -> None:
     """Train a model; select on dev F1, score test once, write a self-contained run directory.
 
@@ -376,7 +370,99 @@ def train_cmd(
             overwrite=overwrite,
             explicit=frozenset(explicit),
             settings=recipe,
+            log_to=parse_log_to(log_to),
+            tracking_uri=tracking_uri,
         )
+    )
+
+
+@_command(app, "sweep")
+def sweep_cmd(
+    ctx: typer.Context,
+    dataset: str = typer.Option("twitter2017", help="Dataset folder under the data root."),
+    model: str = typer.Option("umt", help="Registered model name; `umt models` lists them."),
+    grid: str = typer.Option(
+        "",
+        help="Every combination is one trial: space-separated setting=values, e.g. "
+        '"lr=1e-5,1e-4 dropout=0.1,0.5 esd_weight=0.1,0.9" (the paper\'s section 3.1 grid).',
+        show_default=False,
+    ),
+    space: str = typer.Option(
+        "",
+        help="A TPE search with --trials: setting=low:high (a range; :log for a log scale; whole numbers for an "
+        'integer setting) or setting=a,b,c (a choice), e.g. "lr=1e-5:1e-4:log epochs=2:8 dropout=0.1,0.3".',
+        show_default=False,
+    ),
+    trials: int | None = typer.Option(None, help="Trials of a --space search.", show_default=False),
+    encoder: str = typer.Option("bert-base-cased", help="Hugging Face encoder name or local folder (BERT models)."),
+    word_vectors: str = typer.Option("", help="Word vectors of the BiLSTM models (as for `umt train`)."),
+    features: Path | None = typer.Option(None, help="Image-feature cache (default: the one for --dataset)."),
+    no_images: bool = typer.Option(False, "--no-images", help="Train a multimodal model with every image absent."),
+    data_root: Path | None = typer.Option(None, help="Data root (default: $UMT_DATA_ROOT or ./data)."),
+    seed: int = typer.Option(_T.seed, help="The one seed every trial trains with (selection is on dev F1)."),
+    recipe: str = typer.Option(
+        "default", help="The model's settings for everything not searched or set: default or paper."
+    ),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        callback=experiment_file.file_checked(parse_overrides),
+        help="A setting every trial shares, e.g. --set epochs=5 (repeatable).",
+    ),
+    device: str = typer.Option(_T.device, help="auto, cpu, cuda or cuda:N."),
+    out: Path | None = typer.Option(None, help="Sweep folder (default: runs/<dataset>/<model>/sweep)."),
+    storage: str | None = typer.Option(
+        None,
+        help="Optuna storage URL that several workers share, e.g. postgresql://host/db (default: SQLite in the "
+        "sweep folder). Start the same command on each machine: they share the trials.",
+        show_default=False,
+    ),
+    study: str | None = typer.Option(None, help="Study name in the storage (default: <dataset>/<model>/<folder>)."),
+    prune: bool = typer.Option(True, help="Stop a trial early when its dev F1 after an epoch is below the median."),
+    heartbeat: float = typer.Option(
+        requests.DEFAULT_HEARTBEAT,
+        help="Seconds between a worker's heartbeats; a trial silent for twice this is retried.",
+    ),
+    best: bool = typer.Option(False, "--best", help="Print the best trial and the `umt train` command that trains it."),
+    config: Path | None = experiment_file.config_option(),
+) -> None:
+    """Search hyper-parameters on dev F1: a grid or a TPE search on Optuna, one run directory per
+    trial, pruning, resumable (run the same command again), shared by several workers.
+
+    Writes trials.md, best.json (with the best trial's `umt train` command), history.png and importance.png into
+    the sweep folder (docs/training.md, "Sweeps").
+    """
+    from umt.pipeline.text.vectors import vectors_source
+    from umt.stages import sweep
+
+    overrides = parse_overrides(set_)
+    model_cfg = ModelConfig(**{"encoder": encoder, "word_vectors": vectors_source(word_vectors), **overrides["model"]})
+    train_cfg = TrainConfig(**{"seed": seed, "device": device, **overrides["train"]})
+    explicit = _given(ctx, "encoder", "word_vectors") | set(overrides["model"]) | set(overrides["train"])
+    base = requests.TrainRequest(
+        dataset=dataset,
+        model=model,
+        data_root=_data_root(data_root),
+        model_cfg=model_cfg,
+        train_cfg=train_cfg,
+        features=features,
+        no_images=no_images,
+        explicit=frozenset(explicit),
+        settings=recipe,
+    )
+    sweep.run(
+        requests.SweepRequest(
+            base,
+            grid=grid,
+            space=space,
+            trials=trials,
+            out=out,
+            storage=storage,
+            study=study,
+            prune=prune,
+            heartbeat=heartbeat,
+            best=best,
+        )  # fmt: skip
     )
 
 
@@ -619,10 +705,23 @@ def report_cmd(
         _R.resamples,
         help="Swap patterns R of each paired approximate-randomisation test (p = (hits + 1) / (R + 1)).",
     ),
+    pick: str = typer.Option(
+        _R.pick,
+        help="Which configuration a row counts when a system's runs on a dataset differ in settings (every "
+        "config.json setting but the seed), and which run a seed counts when two have the same settings: "
+        "dev (best mean dev F1; never test), latest (trained last) or first (found first).",
+    ),
+    where: list[str] = typer.Option(
+        [],
+        help="Count only configurations trained with this setting=value, e.g. lr=5e-5 (repeat for more: "
+        "all must hold).",
+        show_default=False,
+    ),
 ) -> None:
     """The paper's Table 2 (or Table 3) from finished runs: test P/R/F1 and F1 per entity type, mean ± std
     over seeds, significance against bert-crf (or umt), a case study, and the runs that are unfinished,
-    damaged or missing. Loads no model."""
+    damaged or missing. Runs of one system that differ in settings are configurations, one per row is
+    chosen (--pick, --where) and named in a footnote. Loads no model."""
     from umt.stages import report
 
     formats = tuple(part.strip() for part in format.split(",") if part.strip()) if format is not None else None
@@ -636,6 +735,8 @@ def report_cmd(
             formats=formats,
             cases=cases,
             resamples=resamples,
+            pick=pick,
+            where=tuple(where),
         )
     )
 
@@ -643,7 +744,11 @@ def report_cmd(
 @_command(app, "reproduce")
 def reproduce_cmd(
     dataset: str = typer.Option("twitter2017", help="Dataset folder under the data root."),
-    seeds: str = typer.Option("1,2,3", help="Comma-separated seeds: one run of every system per seed."),
+    seeds: str = typer.Option(
+        "1,2,3",
+        callback=experiment_file.file_checked(parse_seeds),
+        help="Comma-separated seeds: one run of every system per seed.",
+    ),
     systems: str = typer.Option(
         "table2",
         help="table2 (the eleven systems of Table 2), table3 (UMT and its four ablations), all, "
@@ -669,6 +774,9 @@ def reproduce_cmd(
     data_root: Path | None = typer.Option(None, help="Data root (default: $UMT_DATA_ROOT or ./data)."),
     device: str = typer.Option(_T.device, help="auto, cpu, cuda or cuda:N."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan (systems, settings, finished runs) and stop."),
+    log_to: str = typer.Option("", help=_LOG_TO_HELP),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_URI_HELP),
+    config: Path | None = experiment_file.config_option(),
 ) -> None:
     """Reproduce the paper's tables: extract the images if needed, train every system and seed with the
     paper's settings (finished runs are skipped, killed ones resume), write the report. Stop and rerun
@@ -693,6 +801,8 @@ def reproduce_cmd(
             train_overrides=overrides,
             settings=recipe,
             dry_run=dry_run,
+            log_to=parse_log_to(log_to),
+            tracking_uri=tracking_uri,
         )
     )
 

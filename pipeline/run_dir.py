@@ -18,6 +18,10 @@ Layout (JSON is UTF-8; scores in every file are fractions in [0, 1])::
     log.jsonl                one JSON object per event (start, epoch, resume, interrupted, end)
     env.json                 package versions, device, command line
     visual_stats.safetensors channel mean/std of the training grids (only with standardize_visual)
+    tb/                      TensorBoard event files (only with ``--log-to tensorboard``)
+    mlflow.db                the run's MLflow store (only with ``--log-to mlflow`` and no ``--tracking-uri``)
+    tracking.json            the MLflow run's id and store, so a resumed run continues it
+    wandb/                   wandb's offline runs (only with ``--log-to wandb``; wandb's own layout)
     .lock                    held while a process trains the run (see :meth:`RunDir.claimed`)
 
 A run carries everything its model needs to rebuild itself, the way flair's checkpoints carry
@@ -52,7 +56,7 @@ import fnmatch
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,6 +203,14 @@ class RunDir:
     ENV = "env.json"
     VISUAL_STATS = "visual_stats.safetensors"
     LOCK = ".lock"
+    #: Written by the trackers of ``umt train --log-to`` (``umt.pipeline.tracking``).
+    TENSORBOARD = "tb"
+    MLFLOW_DB = "mlflow.db"
+    MLFLOW_JOURNAL = "mlflow.db-journal"  # SQLite's, while a write is under way
+    TRACKING = "tracking.json"
+    WANDB = "wandb"
+    #: The names of TensorBoard's event files, the only ones ever removed from ``tb/``.
+    EVENTS_PATTERN = "events.out.tfevents.*"
     #: In ``text/``: the names the text side wrote there, the only ones ever removed from it.
     TEXT_LISTING = "umt-files.json"
     #: Written by format version 2; read (weights-only) so those runs still load.
@@ -218,7 +230,14 @@ class RunDir:
         VISUAL_STATS,
         LEGACY_WEIGHTS,
         LEGACY_VISUAL_STATS,
+        TENSORBOARD,
+        MLFLOW_DB,
+        MLFLOW_JOURNAL,
+        TRACKING,
+        WANDB,
     )
+    #: The names of ``FILES`` that are folders; wandb's is wandb's to fill, its contents unchecked.
+    FOLDERS = (TEXT, TENSORBOARD, WANDB)
     EVAL_PATTERN = "eval_*.json"
 
     def __init__(self, path: Path | str):
@@ -263,17 +282,24 @@ class RunDir:
         unknown = []
         for name in self._entries():
             path = self.path / name
-            if not self.written_by_umt(name) or path.is_symlink() or path.is_dir() != (name == self.TEXT):
+            if not self.written_by_umt(name) or path.is_symlink() or path.is_dir() != (name in self.FOLDERS):
                 unknown.append(name)
-        if self.text_dir.is_dir() and not self.text_dir.is_symlink():
-            listed = self._text_files()
-            with os.scandir(self.text_dir) as entries:
-                unknown += [
-                    f"{self.TEXT}/{e.name}"
-                    for e in entries
-                    if e.name not in listed or not e.is_file(follow_symlinks=False)
-                ]
+        unknown += self._foreign(self.TEXT, self._text_files().__contains__)
+        unknown += self._foreign(self.TENSORBOARD, self._event_file)
         return sorted(unknown)
+
+    @classmethod
+    def _event_file(cls, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, cls.EVENTS_PATTERN)
+
+    def _foreign(self, folder: str, owned: Callable[[str], bool]) -> list[str]:
+        """``folder/name`` for each entry of the run's ``folder`` (if it is a real folder) that is not
+        a regular file ``owned`` accepts."""
+        path = self.path / folder
+        if not path.is_dir() or path.is_symlink():
+            return []
+        with os.scandir(path) as entries:
+            return [f"{folder}/{e.name}" for e in entries if not owned(e.name) or not e.is_file(follow_symlinks=False)]
 
     def _entries(self) -> list[str]:
         """Names in the folder besides the lock."""
@@ -361,10 +387,14 @@ class RunDir:
 
     def _clear(self) -> None:
         """Remove the files umt writes into a run directory (``text/`` only as far as its listing
-        names them), and nothing else: not the lock, nothing anyone else put there."""
+        names them, ``tb/`` its event files), and nothing else: not the lock, nothing anyone else
+        put there, not ``wandb/`` (wandb's tree of offline runs, each its own run, is kept)."""
         try:
             if self.text_dir.is_dir() and not self.text_dir.is_symlink():
                 remove_owned(self.text_dir, self._text_files().__contains__, and_folder=True)
+            events = self.path / self.TENSORBOARD
+            if events.is_dir() and not events.is_symlink():
+                remove_owned(events, self._event_file, and_folder=True)
             remove_owned(self.path, self.written_by_umt)
         except OSError as e:
             raise ConfigError(f"cannot replace the run in {self.path}: {e.strerror}") from None

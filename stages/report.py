@@ -16,6 +16,7 @@ from rich.markup import escape
 from umt.cache.durable import atomic_write_bytes
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.report.build import Report, build_report
+from umt.pipeline.report.choose import Pick
 from umt.pipeline.report.render import csv_text, latex, markdown, terminal
 from umt.stages.requests import ReportRequest
 
@@ -53,7 +54,10 @@ def run(req: ReportRequest, console: Console | None = None) -> dict:
     console = console or Console()
     if req.figures and importlib.util.find_spec("matplotlib") is None:  # checked before the work
         raise ConfigError("--figures needs matplotlib: pip install 'matplotlib>=3.7'")
-    report = build_report(req.runs, ablations=req.ablations, paper=req.paper, cases=req.cases, resamples=req.resamples)
+    pick = Pick.parse(req.pick, req.where)  # checked here, not by the request: the report's modules are not light
+    report = build_report(
+        req.runs, ablations=req.ablations, paper=req.paper, cases=req.cases, resamples=req.resamples, pick=pick
+    )
     for part in terminal(report):
         console.print(part)
     files = write_files(report, Path(req.out), req.formats, req.figures) if req.out is not None else []

@@ -104,6 +104,8 @@ def plan(req: ReproduceRequest) -> list[Planned]:
                     resume=True,
                     explicit=explicit,
                     settings=req.settings,
+                    log_to=req.log_to,
+                    tracking_uri=req.tracking_uri,
                 ),
             )
         )

@@ -9,6 +9,7 @@ fraction of a second, before any model is loaded. Each request checks itself on 
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from umt.pipeline.models.catalog import get_recipe
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.models.registry import SETTINGS
 from umt.pipeline.runtime.devices import check_device_name, check_quantize
+from umt.pipeline.sweep.space import SearchSpace, parse_space
+from umt.pipeline.tracking import check_log_to
 from umt.pipeline.train_config import TrainConfig
 
 DEFAULT_BATCH_SIZE = 32
@@ -38,6 +41,7 @@ __all__ = [
     "EvalRequest",
     "ExportRequest",
     "ServeRequest",
+    "SweepRequest",
     "ExtractRequest",
     "PredictRequest",
     "ReportRequest",
@@ -119,12 +123,15 @@ class CacheMergeRequest:
 class TrainRequest:
     """``umt train``: one run per seed of ``model`` on ``dataset``.
 
-    ``explicit`` names the ModelConfig / TrainConfig fields the user gave on the command line;
+    ``explicit`` names the ModelConfig / TrainConfig fields the user gave on the command line
+    (typed, or in a ``--config`` experiment file);
     the recipe's ``settings`` (``default`` or ``paper``: ``umt train --recipe``) fill the others
     (:meth:`configs`). None (a request built in
     Python) counts every field that differs from its dataclass default as given. With
     ``resume`` a run continues with the settings it was started with; an explicit setting that
-    differs from them is refused (see ``umt.stages.train``).
+    differs from them is refused (see ``umt.stages.train``). ``log_to`` names the experiment
+    trackers of each run (``umt.pipeline.tracking``), ``tracking_uri`` MLflow's store if not the
+    run's own; neither is a setting of the run, so a resumed run may add or drop them.
     """
 
     dataset: str
@@ -140,9 +147,12 @@ class TrainRequest:
     overwrite: bool = False
     explicit: frozenset[str] | None = None
     settings: str = "default"
+    log_to: tuple[str, ...] = ()
+    tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
         _check_settings(self.settings)
+        check_log_to(self.log_to, self.tracking_uri)
         if self.explicit is None:
             given = {
                 name
@@ -177,6 +187,65 @@ class TrainRequest:
     def seeds_dir(self) -> Path:
         """Where the summary over seeds goes."""
         return self.out if self.out is not None else Path("runs") / self.dataset / self.model
+
+
+#: Seconds between a sweep worker's heartbeats (a trial silent for twice this is retried).
+DEFAULT_HEARTBEAT = 30.0
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """``umt sweep``: trials of ``base`` (one seed) over ``grid`` or ``space`` (with ``trials``).
+
+    ``out`` is the sweep folder (default ``runs/<dataset>/<model>/sweep``): its ``sweep.json``,
+    a SQLite storage unless ``storage`` names a database, one run folder per trial, and the
+    results. ``best`` prints the best trial and its ``umt train`` command without training.
+    """
+
+    base: TrainRequest
+    grid: str = ""
+    space: str = ""
+    trials: int | None = None
+    out: Path | None = None
+    storage: str | None = None
+    study: str | None = None
+    prune: bool = True
+    heartbeat: float = DEFAULT_HEARTBEAT
+    best: bool = False
+
+    def __post_init__(self) -> None:
+        if bool(self.grid.strip()) == bool(self.space.strip()):
+            raise ConfigError("give --grid (every combination) or --space with --trials (a TPE search), not both")
+        if self.space.strip() and (self.trials is None or self.trials < 1):
+            raise ConfigError("--space needs --trials N (N >= 1): how many trials TPE proposes")
+        if self.grid.strip() and self.trials is not None:
+            raise ConfigError("--trials is for --space: a --grid runs every combination once")
+        if len(self.base.seeds) != 1:
+            raise ConfigError(
+                "a sweep trains one seed per trial (selection on dev); run the best settings over --seeds afterwards"
+            )
+        if self.base.resume or self.base.overwrite:
+            raise ConfigError("--resume / --overwrite: a sweep resumes by itself; run the same command again")
+        if importlib.util.find_spec("optuna") is None:
+            raise ConfigError("umt sweep runs on Optuna, which is not installed: pip install 'umt[sweep]'")
+        if not 0 < self.heartbeat <= 3600:
+            raise ConfigError(f"--heartbeat must be between 0 and 3600 seconds, got {self.heartbeat}")
+        self.search_space()  # a bad grid or space is reported before anything loads
+
+    def search_space(self) -> SearchSpace:
+        return parse_space(self.grid, "--grid") if self.grid.strip() else parse_space(self.space, "--space")
+
+    @property
+    def folder(self) -> Path:
+        return self.out if self.out is not None else Path("runs") / self.base.dataset / self.base.model / "sweep"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.folder / 'optuna.db').resolve()}"
+
+    @property
+    def study_name(self) -> str:
+        return self.study or f"{self.base.dataset}/{self.base.model}/{self.folder.name}"
 
 
 @dataclass(frozen=True)
@@ -337,7 +406,9 @@ class ReportRequest:
 
     ``formats`` None means every format when ``out`` is given and none otherwise; ``cases`` is
     the number of case-study posts per dataset (0: none); ``resamples`` the swap patterns of
-    each significance test.
+    each significance test. ``pick`` (dev, latest, first) says which configuration of a row and
+    which run of a seed count, and ``where`` (``setting=value`` each) which configurations may;
+    the stage checks these two (``umt.pipeline.report.choose.Pick.parse``) before it reads a run.
     """
 
     runs: Path = Path("runs")
@@ -348,6 +419,8 @@ class ReportRequest:
     formats: tuple[str, ...] | None = None
     cases: int = 5
     resamples: int = 10_000
+    pick: str = "dev"
+    where: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.formats is None:
@@ -383,7 +456,8 @@ class ReproduceRequest:
     ``settings`` are the recipe settings every system trains with (``paper`` unless
     ``--recipe default``); ``train_overrides`` are TrainConfig fields the user gave
     (``--epochs`` ...): they replace those settings for every system. ``weights`` is the
-    backbone for an extraction the command has to run.
+    backbone for an extraction the command has to run. ``log_to`` and ``tracking_uri``: every
+    run's trackers, as ``umt train``'s.
     """
 
     dataset: str
@@ -400,9 +474,12 @@ class ReproduceRequest:
     train_overrides: dict = field(default_factory=dict)
     dry_run: bool = False
     settings: str = "paper"
+    log_to: tuple[str, ...] = ()
+    tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
         _check_settings(self.settings)
+        check_log_to(self.log_to, self.tracking_uri)
         check_device_name(self.device)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("--seeds: give distinct seeds, e.g. 1,2,3")

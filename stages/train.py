@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.console import Console
@@ -39,7 +40,9 @@ from umt.pipeline.models.registry import Recipe
 from umt.pipeline.run_dir import FORMAT_VERSION, RunConfig, RunDir, write_json
 from umt.pipeline.runtime.distributed import World, current_world, joined
 from umt.pipeline.text.tweets import detect_style
+from umt.pipeline.tracking import Destination, trackers
 from umt.pipeline.train_config import RUNTIME_FIELDS, TrainConfig
+from umt.pipeline.training.observers import Observers, TrainingObserver
 from umt.stages.requests import TrainRequest
 from umt.stages.tables import metrics_table
 
@@ -87,6 +90,14 @@ def _check_inputs(req: TrainRequest, recipe: Recipe) -> tuple[dict[str, list[Pos
         recipe.check_inputs(req.model_cfg)
     vocab = LabelVocab.from_sequences(p.labels for posts in splits.values() for p in posts)
     return splits, vocab
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    """What a caller in Python adds to each run: a test's early stop, a sweep's observers."""
+
+    stop_after_epoch: Callable[[int], bool] | None = None
+    observe: Callable[[RunDir], list[TrainingObserver]] | None = None
 
 
 class _Session:
@@ -146,8 +157,17 @@ class _Session:
             self.console.print(message)
 
 
-def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None) -> list[dict]:
-    """Train every requested seed; returns one ``metrics.json`` dict per finished run."""
+def run(
+    req: TrainRequest,
+    console: Console | None = None,
+    stop_after_epoch: Callable[[int], bool] | None = None,
+    observe: Callable[[RunDir], list[TrainingObserver]] | None = None,
+) -> list[dict]:
+    """Train every requested seed; returns one ``metrics.json`` dict per finished run.
+
+    ``observe(run)`` gives the observers of each run that trains (``umt sweep``'s pruner), beside
+    the trackers ``req.log_to`` asks for; a run that was finished already is not observed.
+    """
     world = current_world()
     console = console or Console()
     if not world.main:
@@ -157,11 +177,11 @@ def run(req: TrainRequest, console: Console | None = None, stop_after_epoch=None
     req = replace(req, model_cfg=model_cfg, train_cfg=train_cfg)
     splits, vocab = _check_inputs(req, recipe)
     with joined(world, world.device(train_cfg.device)):
-        return _run(req, recipe, splits, vocab, console, world, stop_after_epoch)
+        return _run(req, recipe, splits, vocab, console, world, _Hooks(stop_after_epoch, observe))
 
 
 def _run(
-    req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console, world: World, stop_after_epoch
+    req: TrainRequest, recipe: Recipe, splits, vocab: LabelVocab, console: Console, world: World, hooks: _Hooks
 ) -> list[dict]:
     with contextlib.ExitStack() as claims:  # each run folder is held (locked) until its run is done
         runs = []
@@ -188,7 +208,7 @@ def _run(
                 )
                 results.append(run_dir.metrics())
                 continue
-            metrics = _train_one(session, run_dir, state == "resume", model_cfg, train_cfg, stop_after_epoch)
+            metrics = _train_one(session, run_dir, state == "resume", model_cfg, train_cfg, hooks)
             if metrics is not None:
                 results.append(metrics)
     if len(results) > 1 and world.main:
@@ -196,7 +216,7 @@ def _run(
     return results
 
 
-def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_cfg, stop_after_epoch):
+def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_cfg, hooks: _Hooks):
     from umt.pipeline.runtime.devices import resolve_device
     from umt.pipeline.training.run import train_run
 
@@ -235,7 +255,8 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
         world=world,
         stats=stats,
         resume=resuming,
-        stop_after_epoch=stop_after_epoch,
+        stop_after_epoch=hooks.stop_after_epoch,
+        observers=Observers(_observers(req, run, hooks, world)),
     )
     if metrics is None:
         console.print(f"stopped early; continue with --resume ({escape(str(run.path))})")
@@ -244,6 +265,12 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
     console.print(metrics_table(metrics["test"], title))
     console.print(f"run directory: {escape(str(run.path))}")
     return metrics
+
+
+def _observers(req: TrainRequest, run: RunDir, hooks: _Hooks, world: World) -> list[TrainingObserver]:
+    """The run's trackers (``--log-to``: the main process's only), then the caller's observers."""
+    tracked = trackers(req.log_to, Destination(run.path, req.tracking_uri)) if world.main else []
+    return [*tracked, *(hooks.observe(run) if hooks.observe else [])]
 
 
 def _describe(text) -> str:

@@ -62,7 +62,7 @@ PIPELINE_LAYERS = (
         "contracts",
         (
             "errors", "files", "typed_fields", "labels", "metrics", "batch", "train_config",
-            "models.config", "data.types", "text.tweets",
+            "models.config", "data.types", "text.tweets", "settings",
         ),
     ),
     ("run files", ("run_dir", "sharing.source")),
@@ -72,7 +72,9 @@ PIPELINE_LAYERS = (
     ("inference", ("inference",)),
     ("sharing", ("sharing",)),
     ("training", ("training",)),
+    ("tracking", ("tracking",)),
     ("report", ("report",)),
+    ("sweep", ("sweep",)),
     ("serving", ("serving",)),
 )  # fmt: skip
 
@@ -86,7 +88,7 @@ def _module_name(path: Path) -> str:
 
 
 def _modules() -> dict[str, Path]:
-    paths = [ROOT / "__init__.py", ROOT / "cli.py"]
+    paths = [ROOT / "__init__.py", ROOT / "cli.py", ROOT / "experiment_file.py"]
     for layer in ALLOWED:
         paths += sorted((ROOT / layer).rglob("*.py"))
     return {_module_name(path): path for path in paths}
@@ -186,7 +188,8 @@ def test_imports_flow_one_way():
             if target.split(".")[1] not in ALLOWED[layer]:
                 wrong.append(f"{name} imports {target}")
     assert wrong == []
-    assert {t.split(".")[1] for t in _graph()["umt.cli"]} <= {"stages", "pipeline", "cache"}
+    assert {t.split(".")[1] for t in _graph()["umt.cli"]} <= {"stages", "pipeline", "cache", "experiment_file"}
+    assert {t.split(".")[1] for t in _graph()["umt.experiment_file"]} <= {"pipeline"}  # the CLI's, beside it
 
 
 def test_inside_the_pipeline_imports_flow_down_the_layers():

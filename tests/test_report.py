@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -25,12 +26,13 @@ from umt.pipeline.metrics import PRIMARY, score
 from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.report.aggregate import aggregate
-from umt.pipeline.report.arrange import BETTER, MIXED, WORSE
+from umt.pipeline.report.arrange import BETTER, PICKED, WORSE
 from umt.pipeline.report.build import build_report
+from umt.pipeline.report.choose import PICKS, Pick, select
 from umt.pipeline.report.paper import ABLATIONS, paper_scores
 from umt.pipeline.report.predictions import PredictionStore, entities, entity_counts, read_predictions
 from umt.pipeline.report.render import csv_text, markdown
-from umt.pipeline.report.runs import RunState, System, collect_runs, group_runs
+from umt.pipeline.report.runs import Group, RunState, System, collect_runs
 from umt.pipeline.report.significance import approximate_randomization, compare, micro_f1
 from umt.pipeline.run_dir import RunConfig, RunDir
 from umt.pipeline.train_config import TrainConfig
@@ -78,13 +80,15 @@ def predicted(gold: list[list[str]], wrong: set[int], how: str = "drop") -> list
 def write_run(
     folder: Path, model: str, words, gold, pred, *, seed: int = 1, dataset: str = "twitter2017",
     no_images: bool = False, epochs: int = 3, curve=((2.0, 0.5), (1.0, 0.7), (0.5, 0.72)),
+    dev_f1: float | None = None, train: dict | None = None,
 ) -> Path:  # fmt: skip
     """A finished run as ``umt train`` leaves it: config, metrics (scored by ``score``), test
-    predictions and a log with one epoch event per ``(train_loss, dev_f1)`` of ``curve``."""
+    predictions and a log with one epoch event per ``(train_loss, dev_f1)`` of ``curve``. Its dev
+    scores are its test scores, with the dev F1 ``dev_f1`` where given; ``train``: more TrainConfig values."""
     folder.mkdir(parents=True)
     run = RunDir(folder)
     run.write_config(
-        RunConfig(model, dataset, "data", ModelConfig(), TrainConfig(epochs=epochs, seed=seed),
+        RunConfig(model, dataset, "data", ModelConfig(), TrainConfig(epochs=epochs, seed=seed, **(train or {})),
                   {"kind": "hf-subword"}, None, no_images)
     )  # fmt: skip
     posts = [Post(list(w), list(g), f"img{i}") for i, (w, g) in enumerate(zip(words, gold, strict=True))]
@@ -93,7 +97,8 @@ def write_run(
         dev = {"precision": f1, "recall": f1, "f1": f1}
         run.log({"event": "epoch", "epoch": epoch, "train_loss": loss, "dev": dev})
     scores = score(gold, pred)
-    metrics = {"model": model, "dataset": dataset, "seed": seed, "best_epoch": len(curve), "valid": scores,
+    valid = scores if dev_f1 is None else {**scores, PRIMARY: {**scores[PRIMARY], "f1": dev_f1}}
+    metrics = {"model": model, "dataset": dataset, "seed": seed, "best_epoch": len(curve), "valid": valid,
                "test": scores}  # fmt: skip
     run.write_json(RunDir.METRICS, metrics)
     return folder
@@ -101,6 +106,11 @@ def write_run(
 
 def seed_dir(root: Path, model: str, seed: int, dataset: str = "twitter2017") -> Path:
     return root / dataset / model / f"seed{seed}"
+
+
+def chosen_groups(root: Path, pick: Pick = Pick()) -> list[Group]:
+    """The groups a report of ``root`` counts: one configuration per dataset and system."""
+    return select(collect_runs(root), pick).groups
 
 
 # ---- run states ----------------------------------------------------------------------------
@@ -157,14 +167,14 @@ def test_every_run_has_a_state_and_unfinished_runs_are_listed_not_counted(tmp_pa
     assert "no run of bert-softmax on twitter2017" in status
 
 
-def test_a_second_finished_run_of_the_same_seed_is_not_counted_twice(tmp_path):
+def test_a_second_finished_run_of_the_same_settings_and_seed_is_not_counted_twice(tmp_path):
     words, gold = make_posts(6)
     write_run(tmp_path / "a" / "seed1", "bert-crf", words, gold, gold)
     write_run(tmp_path / "b" / "seed1", "bert-crf", words, gold, predicted(gold, {0}))
-    runs = collect_runs(tmp_path)
-    assert [r.state for r in runs] == [RunState.FINISHED, RunState.DUPLICATE]
-    assert str(tmp_path / "a" / "seed1") in runs[1].note
-    assert aggregate(group_runs(runs)[0]).f1.mean == 1.0
+    selection = select(collect_runs(tmp_path))
+    assert [r.state for r in selection.runs] == [RunState.FINISHED, RunState.DUPLICATE]
+    assert str(tmp_path / "a" / "seed1") in selection.runs[1].note
+    assert aggregate(selection.groups[0]).f1.mean == 1.0
 
 
 def test_runs_folder_that_does_not_exist_is_a_config_error(tmp_path):
@@ -187,7 +197,7 @@ def test_a_seed_group_is_summarised_by_mean_and_sample_std(tmp_path):
     # seed 1 right everywhere; seed 2 misses the entities of posts 1-3, seed 3 of posts 1-6
     for seed, wrong in ((1, set()), (2, {0, 1, 2}), (3, set(range(6)))):
         write_run(seed_dir(tmp_path, "umt", seed), "umt", words, gold, predicted(gold, wrong), seed=seed)
-    (group,) = group_runs(collect_runs(tmp_path))
+    (group,) = chosen_groups(tmp_path)
     scores = aggregate(group)
     # precision 1; recall 1, 9/12, 6/12; F1 1, 6/7, 2/3: mean 53/63, sample std sqrt(111)/63 (by hand)
     mean, std = 53 / 63, math.sqrt(111) / 63
@@ -210,18 +220,20 @@ def test_a_seed_group_is_summarised_by_mean_and_sample_std(tmp_path):
 def test_a_single_seed_shows_its_value_without_a_std(tmp_path):
     words, gold = make_posts(4)
     write_run(seed_dir(tmp_path, "umt", 1), "umt", words, gold, gold)
-    (group,) = group_runs(collect_runs(tmp_path))
+    (group,) = chosen_groups(tmp_path)
     assert aggregate(group).f1.std is None and aggregate(group).f1.show() == "100.00"
 
 
-def test_seeds_trained_with_other_settings_are_flagged(tmp_path):
+def test_seeds_trained_with_other_settings_are_not_averaged_together(tmp_path):
     words, gold = make_posts(6)
     write_run(seed_dir(tmp_path, "bert-crf", 1), "bert-crf", words, gold, gold, epochs=3)
     write_run(seed_dir(tmp_path, "bert-crf", 2), "bert-crf", words, gold, gold, seed=2, epochs=5)
     report = build_report(tmp_path, resamples=R)
     (row,) = report.table.sections[0][1]
-    assert row.label == f"bert-crf {MIXED}"
-    assert any(note.startswith(MIXED) and "epochs seed 1: 3, seed 2: 5" in note for note in report.table.footnotes)
+    assert row.label == f"bert-crf {PICKED}" and row.cells["twitter2017"][-1] == "1"
+    # equal dev F1 and one seed each: the configuration found first
+    note = f"{PICKED} bert-crf on twitter2017: epochs=3, chosen on mean dev F1 (100.00) over 1 other configuration"
+    assert note in report.table.footnotes
 
 
 # ---- Table 2 and Table 3 -----------------------------------------------------------------
@@ -376,7 +388,7 @@ def test_seeds_are_paired_by_number_and_runs_on_other_posts_are_refused(tmp_path
     other_words = [list(w) for w in words]
     other_words[5][0] = "Someone"
     write_run(seed_dir(tmp_path, "mt", 2), "mt", other_words, gold, gold, seed=2)
-    groups = {g.system.model: g for g in group_runs(collect_runs(tmp_path))}
+    groups = {g.system.model: g for g in chosen_groups(tmp_path)}
     store = PredictionStore()
     paired = compare(groups["umt"], groups["bert-crf"], store, resamples=200)
     assert (
@@ -536,6 +548,180 @@ def test_a_system_with_no_images_is_its_own_row(tmp_path):
     words, gold = make_posts(6)
     write_run(seed_dir(tmp_path, "umt", 1), "umt", words, gold, gold)
     write_run(tmp_path / "noimg" / "seed1", "umt", words, gold, predicted(gold, {0}), no_images=True)
-    groups = group_runs(collect_runs(tmp_path))
+    groups = chosen_groups(tmp_path)
     assert [g.system for g in groups] == [System("umt"), System("umt", no_images=True)]
     assert groups[1].system.label == "umt (no images)"
+
+
+# ---- configurations: runs of one system that differ in settings; --pick, --where ----------------
+
+
+def table_f1(report, label: str, dataset: str = "twitter2017") -> str:
+    """The F1 cell of the row ``label`` (markers left on)."""
+    row = next(row for _, rows in report.table.sections for row in rows if row.label.split(" ")[0] == label)
+    return row.cells[dataset][-2]
+
+
+def test_a_longer_run_with_the_better_dev_f1_is_reported_over_the_run_found_first(tmp_path):
+    """The case that was reported wrongly: a 1-epoch run (0.00) found before a 25-epoch run of the same seed."""
+    words, gold = make_posts(12)
+    partly = predicted(gold, set(range(4, 12)))
+    write_run(tmp_path / "e01" / "seed1", "umt", words, gold, predicted(gold, set(range(12))), epochs=1, dev_f1=0.0)
+    write_run(tmp_path / "e25" / "seed1", "umt", words, gold, partly, epochs=25, dev_f1=0.3)
+    expected = score(gold, partly)[PRIMARY]["f1"]
+    assert 0 < expected < 1
+    report = build_report(tmp_path, resamples=R)
+    assert table_f1(report, "umt") == f"{100 * expected:.2f}" and report.groups[0].runs[0].path.name == "seed1"
+    assert report.groups[0].runs[0].path.parent.name == "e25"
+    assert f"{PICKED} umt on twitter2017: epochs=25, chosen on mean dev F1 (30.00) over 1 other configuration" in (
+        report.table.footnotes
+    )
+    text = markdown(report)
+    assert "## Configurations (--pick dev)" in text
+    assert "| twitter2017 | umt | epochs=1 | 1 | not chosen | 0.00 |" in text
+    # the runs of the configuration not chosen are finished, not problems
+    assert not [run for run in report.problems if run.state is not RunState.MISSING]
+    # --pick first is the old rule: the 1-epoch run
+    assert table_f1(build_report(tmp_path, resamples=R, pick=Pick("first")), "umt").startswith("0.00")
+
+
+def test_of_two_runs_with_the_same_settings_and_seed_the_better_dev_run_counts(tmp_path):
+    words, gold = make_posts(12)
+    first = write_run(tmp_path / "a" / "seed1", "umt", words, gold, predicted(gold, set(range(12))), dev_f1=0.0)
+    better = write_run(tmp_path / "b" / "seed1", "umt", words, gold, gold, dev_f1=0.3)
+    report = build_report(tmp_path, resamples=R)
+    assert table_f1(report, "umt") == "100.00" and not report.choices  # one configuration: nothing to name
+    (duplicate,) = [run for run in report.problems if run.state is RunState.DUPLICATE]
+    assert duplicate.path == first
+    why = "which has the better dev F1 (30.00 vs 0.00)"
+    assert duplicate.note == f"same settings and seed as {better}, {why}: not counted"
+    assert f"`{first}`" in markdown(report).split("## Runs not counted")[1]
+    latest = select(collect_runs(tmp_path), Pick("first")).runs
+    assert [run.state for run in latest] == [RunState.FINISHED, RunState.DUPLICATE]
+    assert latest[1].note.endswith("which was found first (--pick first): not counted")
+
+
+def two_configurations(root: Path) -> dict[str, float]:
+    """bert-crf with lr 3e-5 (folder a/, dev F1 70 for each of 3 seeds) and lr 1e-4 (b/: dev 90, 50, 50,
+    so the best single run, and right on every test post); returns each one's mean test F1."""
+    words, gold = make_posts(12)
+    worse = predicted(gold, {0, 1, 2})
+    for seed, dev_b in zip((1, 2, 3), (0.9, 0.5, 0.5), strict=True):
+        write_run(root / "a" / f"seed{seed}", "bert-crf", words, gold, worse, seed=seed, dev_f1=0.7,
+                  train={"lr": 3e-5})  # fmt: skip
+        write_run(root / "b" / f"seed{seed}", "bert-crf", words, gold, gold, seed=seed, dev_f1=dev_b,
+                  train={"lr": 1e-4})  # fmt: skip
+    return {"a": score(gold, worse)[PRIMARY]["f1"], "b": 1.0}
+
+
+def test_the_configuration_with_the_better_mean_dev_f1_is_chosen_and_named(tmp_path):
+    f1 = two_configurations(tmp_path)
+    data = report_stage.run(ReportRequest(runs=tmp_path, resamples=R, cases=0, out=tmp_path / "out"))
+    json.dumps(data)
+    (group,) = data["groups"]
+    # not b: its best seed and its test F1 are higher, its mean dev F1 (63.33) is not
+    assert group["seeds"] == [1, 2, 3] and group["f1"]["mean"] == pytest.approx(f1["a"])
+    assert group["settings"]["lr"] == 3e-5 and all("/a/" in run for run in group["runs"])
+    (choice,) = data["configurations"]
+    assert choice["differing"] == ["lr"]
+    assert [(c["settings"], c["status"]) for c in choice["configurations"]] == [
+        ({"lr": 3e-5}, "chosen"),
+        ({"lr": 1e-4}, "not chosen"),
+    ]
+    md = (tmp_path / "out" / "table2.md").read_text()
+    note = "bert-crf on twitter2017: lr=3e-05, chosen on mean dev F1 (70.00) over 1 other configuration"
+    assert f"{PICKED} {note}" in md and f"bert-crf {PICKED}" in md
+    assert "| twitter2017 | bert-crf | lr=0.0001 | 1,2,3 | not chosen | 63.33 ± 23.09 |" in md
+    (row,) = [r for r in csv.DictReader(io.StringIO((tmp_path / "out" / "table2.csv").read_text()))]
+    assert row["settings"] == "lr=3e-05" and row["n"] == "3"
+    assert f"% 2. {PICKED} {note}" in (tmp_path / "out" / "table2.tex").read_text()
+
+
+def test_pick_and_where_choose_the_configuration(tmp_path, monkeypatch, capsys):
+    f1 = two_configurations(tmp_path)
+    for metrics in (tmp_path / "b").glob(f"seed*/{RunDir.METRICS}"):
+        os.utime(metrics, (metrics.stat().st_atime, metrics.stat().st_mtime + 60))  # b finished last
+    expected = {"dev": "a", "first": "a", "latest": "b"}
+    assert set(expected) == set(PICKS)
+    for pick, folder in expected.items():
+        (group,) = chosen_groups(tmp_path, Pick(pick))
+        assert {run.path.parent.name for run in group.runs} == {folder}, pick
+    report = build_report(tmp_path, resamples=R, pick=Pick.parse("dev", ["lr=1e-4"]))
+    assert table_f1(report, "bert-crf") == f"{100 * f1['b']:.2f} ± 0.00"
+    assert report.table.footnotes[-1].endswith(": lr=0.0001, 1 other configuration left out by --where lr=0.0001")
+    out = tmp_path / "out"
+    args = ["report", "--runs", str(tmp_path), "--resamples", "10", "--cases", "0", "--out", str(out)]
+    args += ["--format", "csv"]
+    assert umt(monkeypatch, *args, "--pick", "latest") == 0
+    (row,) = csv.DictReader(io.StringIO((out / "table2.csv").read_text()))
+    assert float(row["f1"]) == pytest.approx(100 * f1["b"]) and row["settings"] == "lr=0.0001"
+    assert umt(monkeypatch, *args, "--where", "lr=3e-5", "--where", "epochs=3") == 0
+    (row,) = csv.DictReader(io.StringIO((out / "table2.csv").read_text()))
+    assert float(row["f1"]) == pytest.approx(100 * f1["a"])
+    capsys.readouterr()
+    refused = {
+        "--pick 'lastest' (did you mean 'latest'?): choose one of dev, latest, first": ["--pick", "lastest"],
+        "--where nope=1: unknown setting 'nope'": ["--where", "nope=1"],
+        "--where seed: runs that differ only in seed, device": ["--where", "seed=1"],
+        "--where lr=fast: expected a float": ["--where", "lr=fast"],
+        "--where 'lr': expected setting=value": ["--where", "lr"],
+        "--where lr is given twice": ["--where", "lr=1e-4", "--where", "lr=3e-5"],
+    }
+    for message, options in refused.items():
+        assert umt(monkeypatch, *args, *options) == 2, options
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert umt(monkeypatch, "report", "--help") == 0
+    help_text = capsys.readouterr().out
+    assert "--pick" in help_text and "--where" in help_text and "never test" in help_text
+
+
+def test_a_system_whose_configurations_where_leaves_out_is_listed_not_dropped(tmp_path):
+    two_configurations(tmp_path)
+    words, gold = make_posts(12)
+    write_run(tmp_path / "umt" / "seed1", "umt", words, gold, gold, train={"lr": 3e-5})
+    report = build_report(tmp_path, resamples=R, pick=Pick.parse("dev", ["lr=1e-4"]))
+    assert [g.system.label for g in report.groups] == ["bert-crf"]
+    left = report.choice("twitter2017", System("umt"))
+    assert left.chosen is None and [status for _, status in left.configurations] == ["left out by --where lr=0.0001"]
+    assert "| twitter2017 | umt |  | 1 | left out by --where lr=0.0001 | 100.00 |" in markdown(report)
+    assert not any(run.system == System("umt") for run in report.problems)  # listed once, as a configuration
+
+
+def test_unfinished_and_damaged_trials_are_still_listed_as_not_counted(tmp_path):
+    words, gold = make_posts(6)
+    for seed in (1, 2):
+        write_run(tmp_path / "lr3e-5" / f"seed{seed}", "bert-crf", words, gold, gold, seed=seed, train={"lr": 3e-5})
+    trials = tmp_path / "lr1e-4"
+    damaged = write_run(trials / "seed1", "bert-crf", words, gold, gold, train={"lr": 1e-4}, dev_f1=0.99)
+    (damaged / RunDir.METRICS).write_text((damaged / RunDir.METRICS).read_text()[:40])
+    no_dev = write_run(trials / "seed2", "bert-crf", words, gold, gold, seed=2, train={"lr": 1e-4})
+    metrics = json.loads((no_dev / RunDir.METRICS).read_text())
+    (no_dev / RunDir.METRICS).write_text(json.dumps({k: v for k, v in metrics.items() if k != "valid"}))
+    unfinished = write_run(trials / "seed3", "bert-crf", words, gold, gold, seed=3, train={"lr": 1e-4}, epochs=8)
+    (unfinished / RunDir.METRICS).unlink()
+    (unfinished / RunDir.LAST).write_bytes(b"state")
+    report = build_report(tmp_path, resamples=R)
+    assert [g.seeds for g in report.groups] == [(1, 2)] and not report.choices  # one finished configuration
+    problems = {run.path: run for run in report.problems}
+    assert problems[damaged].state is RunState.HALF_WRITTEN and problems[damaged].note.startswith("metrics.json:")
+    assert problems[no_dev].state is RunState.HALF_WRITTEN
+    assert problems[no_dev].note.startswith("metrics.json: no default-scheme dev scores")
+    assert problems[unfinished].state is RunState.RESUMABLE and "of 8" in problems[unfinished].note
+    status = markdown(report).split("## Runs not counted")[1]
+    assert all(f"`{path}`" in status for path in (damaged, no_dev, unfinished))
+
+
+def test_a_custom_dataset_has_no_empty_paper_rows(tmp_path):
+    words, gold = make_posts(6)
+    for model in ("bert-crf", "umt"):
+        write_run(seed_dir(tmp_path, model, 1, "mydata"), model, words, gold, gold, dataset="mydata")
+    report = build_report(tmp_path, paper=True, resamples=R)
+    sections = [(title, [row.label for row in rows]) for title, rows in report.table.sections]
+    assert sections == [("text", ["bert-crf"]), ("text+image", ["umt"])]
+    assert not any(row.quoted for _, rows in report.table.sections for row in rows)
+    assert not any("Yu et al." in note for note in report.table.footnotes)
+    # beside a dataset of the paper's, the paper's rows come back (and stay empty for mydata only)
+    write_run(seed_dir(tmp_path, "umt", 1), "umt", words, gold, gold)
+    labels = [row.label for _, rows in build_report(tmp_path, paper=True, resamples=R).table.sections for row in rows]
+    assert "paper: BERT" in labels and "bert-softmax" in labels

@@ -199,3 +199,26 @@ def main_without_exit(argv: list[str]) -> None:
     from umt.cli import app
 
     app(args=argv, standalone_mode=False)
+
+
+def test_the_cards_shell_commands_are_commands_umt_accepts(shared, monkeypatch):
+    """Each `umt ...` line of the card's usage block parses through the real command line."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from umt import cli
+    from umt.stages import serve
+
+    card = (shared["export"] / "README.md").read_text(encoding="utf-8")
+    block = card.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("|")[-1].split("#")[0].strip() for line in block.splitlines() if "umt " in line]
+    commands = [c for c in commands if c.startswith("umt ")]
+    assert {shlex.split(c)[1] for c in commands} == {"predict", "serve"}
+    asked = []
+    monkeypatch.setattr(predict, "run", lambda req, *a, **k: asked.append(req))
+    monkeypatch.setattr(serve, "run", lambda req, *a, **k: asked.append(req))
+    for command in commands:
+        result = CliRunner().invoke(cli.app, shlex.split(command)[1:], input="")
+        assert result.exit_code == 0, f"{command}: {result.output}"
+    assert [str(req.run) for req in asked] == [REPO, REPO]

@@ -2,9 +2,11 @@
 
 Table 2 (``umt report``): one row per system in the registry's order, text-only rows then
 text+image rows, a column block per dataset: F1 per entity type, then P, R, F1 overall and the
-number of seeds. Table 3 (``umt report --ablations``): the full UMT and each ablation, P, R, F1
-and the F1 difference to the full model. A :class:`ReportTable` holds display strings only (in
-percent, ``mean ± std``); every renderer (terminal, Markdown, LaTeX) draws the same one.
+number of seeds. Rows are the systems that ran, and with ``--paper`` those the paper quotes
+when a dataset of the runs is one of the paper's. Table 3 (``umt report --ablations``): the
+full UMT and each ablation, P, R, F1 and the F1 difference to the full model. A
+:class:`ReportTable` holds display strings only (in percent, ``mean ± std``); every renderer
+(terminal, Markdown, LaTeX) draws the same one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from umt.pipeline.metrics import pct
 from umt.pipeline.models.catalog import model_names
 from umt.pipeline.report.aggregate import NO_VALUE, Scores, ordered_types
+from umt.pipeline.report.choose import Choice
 from umt.pipeline.report.paper import (
     ABLATIONS,
     DATASETS,
@@ -28,7 +31,7 @@ from umt.pipeline.report.runs import Group, System
 from umt.pipeline.report.significance import ALPHA, Comparison
 
 BASELINE = "bert-crf"  # Table 2's markers: each multimodal system against the text-only BERT-CRF
-BETTER, WORSE, MIXED = "†", "‡", "§"
+BETTER, WORSE, PICKED = "†", "‡", "§"  # PICKED: a row's configuration chosen among several
 DASH = NO_VALUE
 
 
@@ -85,8 +88,12 @@ def _rows_of(models: Sequence[str], present: set[System], quoted: set[str]) -> t
 
 def table_spec(groups: Sequence[Group], ablations: bool, paper: bool) -> TableSpec:
     """Table 3 with ``ablations``, else Table 2; rows for the systems that ran (and, with ``paper``,
-    those the paper reports), in the registry's order; unregistered models last."""
+    those the paper reports), in the registry's order; unregistered models last. The paper's rows
+    come only with a dataset of the paper's (or no run at all): a table of other datasets would
+    show them empty."""
     present = {g.system for g in groups}
+    datasets = {g.dataset for g in groups}
+    paper = paper and (not datasets or bool(datasets & set(DATASETS)))
     if ablations:
         models = (FULL_MODEL, *ABLATIONS)
         rows = _rows_of(models, present, set(paper_models(3)) if paper else set())
@@ -139,14 +146,14 @@ def _signed(x: float) -> str:
 
 
 class _Layout:
-    """Builds a ReportTable from a spec, the groups' scores and the comparisons."""
+    """Builds a ReportTable from a spec, the groups' scores, the comparisons and the rows' choices."""
 
     def __init__(
-        self, spec: TableSpec, scores: Mapping[tuple[str, System], Scores], groups: Sequence[Group],
-        comparisons: Sequence[Comparison],
+        self, spec: TableSpec, scores: Mapping[tuple[str, System], Scores], comparisons: Sequence[Comparison],
+        choices: Sequence[Choice],
     ):  # fmt: skip
         self.spec, self.scores = spec, scores
-        self.groups = {(g.dataset, g.system): g for g in groups}
+        self.picked = {(c.dataset, c.system) for c in choices if c.chosen is not None}
         self.marks = {(c.dataset, c.a): c for c in comparisons if c.b == spec.reference_for(c.a)}
         ran = sorted({d for d, s in scores if s in spec.systems})
         self.datasets = tuple(ran) if ran else (DATASETS if spec.paper else ())
@@ -201,8 +208,8 @@ class _Layout:
         return tuple(values.get(c, DASH) for c in columns)
 
     def label(self, system: System) -> str:
-        mixed = any(self.groups[(d, system)].mixed_settings() for d in self.datasets if (d, system) in self.groups)
-        return system.label + (f" {MIXED}" if mixed else "")
+        picked = any((d, system) in self.picked for d in self.datasets)
+        return system.label + (f" {PICKED}" if picked else "")
 
     def rows(self, system: System) -> list[Row]:
         rows = [Row(self.label(system), {d: self.ours(d, system) for d in self.datasets})]
@@ -214,12 +221,13 @@ class _Layout:
 
 
 def build_table(
-    spec: TableSpec, scores: Mapping[tuple[str, System], Scores], groups: Sequence[Group],
-    comparisons: Sequence[Comparison], resamples: int, rng_seed: int,
+    spec: TableSpec, scores: Mapping[tuple[str, System], Scores], comparisons: Sequence[Comparison],
+    resamples: int, rng_seed: int, choices: Sequence[Choice],
 ) -> ReportTable:  # fmt: skip
     """The display table of ``spec``: our mean ± std per row, the paper's rows with ``paper``, markers
-    from ``comparisons`` against the spec's reference, and footnotes that explain every mark."""
-    layout = _Layout(spec, scores, groups, comparisons)
+    from ``comparisons`` against the spec's reference and for the rows whose configuration was one of
+    several (``choices``), and footnotes that explain every mark."""
+    layout = _Layout(spec, scores, comparisons, choices)
     sections = tuple(
         (title, tuple(row for system in members for row in layout.rows(system))) for title, members in spec.sections
     )
@@ -227,12 +235,12 @@ def build_table(
     return ReportTable(
         f"table{spec.number}", title[spec.number], layout.datasets, {d: layout.columns(d) for d in layout.datasets},
         sections,
-        tuple(footnotes(spec, groups, comparisons, resamples, rng_seed, layout.datasets)),
+        tuple(footnotes(spec, choices, comparisons, resamples, rng_seed, layout.datasets)),
     )  # fmt: skip
 
 
 def footnotes(
-    spec: TableSpec, groups: Sequence[Group], comparisons: Sequence[Comparison], resamples: int, rng_seed: int,
+    spec: TableSpec, choices: Sequence[Choice], comparisons: Sequence[Comparison], resamples: int, rng_seed: int,
     datasets: Sequence[str],
 ) -> list[str]:  # fmt: skip
     """What every number and mark of the table means, with the p-values behind the marks."""
@@ -275,12 +283,7 @@ def footnotes(
             f"paper: rows quoted from Yu et al. (2020), Table {spec.number} (single runs as printed there, "
             "not recomputed); their significance marks (paired t-test) are not reproduced."
         )
-    for group in groups:
-        mixed = group.mixed_settings()
-        if mixed and group.system in spec.systems and group.dataset in datasets:
-            what = "; ".join(
-                f"{name} " + ", ".join(f"seed {seed}: {value}" for seed, value in values.items())
-                for name, values in mixed.items()
-            )
-            notes.append(f"{MIXED} {group.system.label} on {group.dataset}: its seeds differ in settings ({what})")
+    for choice in choices:
+        if choice.chosen is not None and choice.system in spec.systems and choice.dataset in datasets:
+            notes.append(f"{PICKED} {choice.system.label} on {choice.dataset}: {choice.note()}")
     return notes

@@ -1,9 +1,9 @@
 """A :class:`Report` drawn for people (rich tables, Markdown, LaTeX) and for programs (CSV).
 
 Every renderer reads the same :class:`ReportTable` (display strings in percent) and the same
-comparisons, case study and run states; none computes a score. The terminal shows one table
-per dataset (two column blocks of ``mean ± std`` do not fit a terminal's width); Markdown and
-LaTeX put the datasets' blocks side by side, as the paper does. CSV has one row per system and
+comparisons, configurations, case study and run states; none computes a score. The terminal
+shows one table per dataset (two column blocks of ``mean ± std`` do not fit a terminal's
+width); Markdown and LaTeX put the datasets' blocks side by side, as the paper does. CSV has one row per system and
 dataset, numbers as percentages with four decimals.
 """
 
@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from umt.pipeline.metrics import pct
+from umt.pipeline.report.aggregate import Stat
 from umt.pipeline.report.arrange import DASH, ReportTable, TableSpec, format_p, quoted_scores
 from umt.pipeline.report.build import Report
 from umt.pipeline.report.cases import CaseStudy, show_entities
@@ -113,6 +114,34 @@ def case_tables(study: CaseStudy) -> list[RenderableType]:
     return [table, *notes]
 
 
+#: The configurations listing: one line per configuration of each row that had several.
+CONFIGURATION_COLUMNS = ("dataset", "system", "settings", "seeds", "status", "dev F1")
+
+
+def _configurations(report: Report) -> list[tuple[str, ...]]:
+    """Each row's configurations (dev F1 only: the test scores of the ones not chosen are not shown)."""
+    return [
+        (c.dataset, c.system.label, c.describe(group), _seeds(group.seeds), status,
+         Stat.of([run.dev_f1 for run in group.runs]).show())
+        for c in report.choices
+        for group, status in c.configurations
+    ]  # fmt: skip
+
+
+def _configurations_title(report: Report) -> str:
+    pick = report.choices[0].pick
+    return f"Configurations (--pick {pick.by}{' ' + pick.filter if pick.where else ''})"
+
+
+def configurations_table(report: Report) -> Table:
+    table = Table(title=escape(_configurations_title(report)), title_justify="left")
+    for column in CONFIGURATION_COLUMNS:
+        table.add_column(column, justify="right" if column == "dev F1" else "left", overflow="fold")
+    for row in _configurations(report):
+        table.add_row(*_texts(*row))
+    return table
+
+
 def status_table(report: Report) -> RenderableType:
     """The runs the tables do not count, and why."""
     problems = report.problems
@@ -142,6 +171,8 @@ def terminal(report: Report) -> list[RenderableType]:
     """What ``umt report`` prints, in order."""
     out: list[RenderableType] = [*rich_tables(report.table)]
     out += [Text(f"{i}. {note}", style="dim") for i, note in enumerate(report.table.footnotes, 1)]
+    if report.choices:
+        out.append(configurations_table(report))
     if report.comparisons:
         out.append(significance_table(report.comparisons))
     for study in report.cases:
@@ -187,6 +218,9 @@ def markdown(report: Report) -> str:
     lines = [f"# {_md(table.title)}", "", f"Runs: `{report.root}`.", ""]
     lines += _main_md(table) if table.datasets else ["No finished run of this table's systems."]
     lines += ["", *(f"{i}. {_md(note)}" for i, note in enumerate(table.footnotes, 1)), ""]
+    if report.choices:
+        rows = [[_md(cell) for cell in row] for row in _configurations(report)]
+        lines += [f"## {_md(_configurations_title(report))}", "", *_md_table(CONFIGURATION_COLUMNS, rows, 5), ""]
     if report.comparisons:
         lines += ["## Significance", "", _md(POOLED), ""]
         rows = [
@@ -285,6 +319,7 @@ def _csv_rows(report: Report) -> Iterator[dict]:
             for dataset in report.table.datasets:
                 identity = _identity(report, section, system, dataset)
                 group, scores = report.group(dataset, system), report.scores.get((dataset, system))
+                choice = report.choice(dataset, system)
                 if scores is not None:
                     test = versus.get((dataset, system))
                     reference = report.scores.get((dataset, spec.reference_for(system)))
@@ -297,7 +332,7 @@ def _csv_rows(report: Report) -> Iterator[dict]:
                         **{f"f1_{t}": _percent(s.mean) for t, s in scores.per_type.items()},
                         **{f"f1_{t}_std": _percent(s.std) for t, s in scores.per_type.items()},
                         f"p_vs_{spec.reference.label}": "" if test is None or test.p is None else test.p,
-                        "mixed_settings": "; ".join(group.mixed_settings()),
+                        "settings": choice.describe(group) if choice is not None else "",
                         "runs": ";".join(str(r.path) for r in group.runs),
                     }  # fmt: skip
                 quoted = quoted_scores(spec, dataset, system)

@@ -1,18 +1,19 @@
-"""Run directories under a folder: the state each one is in, and which finished runs are seeds of one row.
+"""Run directories under a folder: the state each one is in, and what each finished run was trained with.
 
 ``umt train`` writes ``runs/<dataset>/<model>/seed<N>``, but the report does not rely on that
 layout: it walks the whole tree, takes every folder holding ``config.json``, ``metrics.json``
 or ``last.pt`` as a run, and reads the run's identity (dataset, model, ``--no-images``, seed)
-from its ``config.json``. Nothing found is dropped without a word: a run that cannot be
-counted carries a :class:`RunState` and a note saying why, for the report's status section.
+and its settings from its ``config.json``. Nothing found is dropped without a word: a run that
+cannot be counted carries a :class:`RunState` and a note saying why, for the report's status
+section. Which finished runs a row counts (one configuration, one run per seed) is ``choose``'s.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,15 @@ from umt.pipeline.errors import ConfigError
 from umt.pipeline.metrics import PRIMARY
 from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.run_dir import RunConfig, RunDir
+from umt.pipeline.train_config import RUNTIME_FIELDS
 
 #: A folder holding any of these is a run directory (the first file each stage of a run writes).
 MARKERS = (RunDir.CONFIG, RunDir.METRICS, RunDir.LAST)
 #: How ``umt train`` names a seed's folder; such a folder without run files is a missing run.
 SEED_FOLDER = re.compile(r"seed\d+")
-#: The settings the seeds of one row must share (``encoder``: the word vectors for the BiLSTM models).
-SETTINGS = ("encoder", "epochs", "lr", "batch_size")
+#: The config values that do not tell two configurations apart: the seed (a row's runs differ in it) and
+#: the runtime fields (how a run was computed, not what).
+NOT_SETTINGS = ("seed", *RUNTIME_FIELDS)
 
 
 class RunState(str, Enum):
@@ -35,7 +38,7 @@ class RunState(str, Enum):
     RESUMABLE = "resumable"  # last.pt, no metrics.json: interrupted (or still training)
     FAILED = "failed"  # config.json only: stopped before completing an epoch (or in its first)
     HALF_WRITTEN = "half-written"  # a run file missing, damaged or unreadable
-    DUPLICATE = "duplicate"  # finished, but another run has the same dataset, system and seed
+    DUPLICATE = "duplicate"  # finished, but kept out for another run of the same system, settings and seed
     MISSING = "missing"  # expected (an empty seed folder, or a system or seed the table lacks)
 
 
@@ -59,7 +62,8 @@ class System:
 @dataclass(frozen=True)
 class Run:
     """One run directory as found. ``dataset``, ``system``, ``seed`` and ``settings`` are None or
-    empty where config.json could not be read; ``metrics`` is set only for finished runs."""
+    empty where config.json could not be read; ``metrics`` and ``finished_at`` (metrics.json's
+    modification time, in seconds) are set only for finished runs."""
 
     path: Path
     state: RunState
@@ -67,8 +71,9 @@ class Run:
     dataset: str | None = None
     system: System | None = None
     seed: int | None = None
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)  # every config value but NOT_SETTINGS
     metrics: Mapping[str, Any] | None = None
+    finished_at: float | None = None
 
     @property
     def test_scores(self) -> Mapping[str, Any]:
@@ -76,10 +81,17 @@ class Run:
         assert self.metrics is not None, f"{self.path} is not finished"
         return self.metrics["test"][PRIMARY]
 
+    @property
+    def dev_f1(self) -> float:
+        """The primary scheme's dev F1 of a finished run (its best epoch's): what runs are chosen on."""
+        assert self.metrics is not None, f"{self.path} is not finished"
+        return self.metrics["valid"][PRIMARY]["f1"]
+
 
 @dataclass(frozen=True)
 class Group:
-    """The finished runs of one system on one dataset, one per seed, in seed order."""
+    """The finished runs of one configuration (one system on one dataset, trained with one set of
+    settings), one per seed, in seed order."""
 
     dataset: str
     system: System
@@ -89,26 +101,19 @@ class Group:
     def seeds(self) -> tuple[int, ...]:
         return tuple(run.seed for run in self.runs)
 
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """The settings its runs share (every one of them: a run with another value is another group)."""
+        return self.runs[0].settings
+
     def run_for(self, seed: int) -> Run | None:
         return next((run for run in self.runs if run.seed == seed), None)
 
-    def mixed_settings(self) -> dict[str, dict[int, Any]]:
-        """The settings that matter on which the seeds disagree: name -> {seed: value}."""
-        return {
-            name: {run.seed: run.settings.get(name) for run in self.runs}
-            for name in SETTINGS
-            if len({run.settings.get(name) for run in self.runs}) > 1
-        }
-
 
 def _settings(config: RunConfig) -> dict[str, Any]:
-    words = config.text.get("kind") == "words"
-    return {
-        "encoder": config.model_cfg.word_vectors if words else config.model_cfg.encoder,
-        "epochs": config.train_cfg.epochs,
-        "lr": config.train_cfg.lr,
-        "batch_size": config.train_cfg.batch_size,
-    }
+    """Every TrainConfig and ModelConfig value of a run but :data:`NOT_SETTINGS`, training ones first."""
+    values = {**config.train_cfg.to_dict(), **config.model_cfg.to_dict()}
+    return {name: value for name, value in values.items() if name not in NOT_SETTINGS}
 
 
 def _relative(message: str, folder: Path) -> str:
@@ -131,14 +136,17 @@ def _progress(run: RunDir, config: RunConfig) -> str:
 
 
 def _check_metrics(metrics: Any, path: Path) -> None:
-    """A ConfigError unless ``metrics`` holds the primary scheme's test scores."""
+    """A ConfigError unless ``metrics`` holds the primary scheme's test scores and dev F1."""
+    split = "test"
     try:
         test = metrics["test"][PRIMARY]
         for row in (test, *test["per_type"].values()):
             for key in ("precision", "recall", "f1", "support"):
                 float(row[key])
+        split = "dev"
+        float(metrics["valid"][PRIMARY]["f1"])
     except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{path.name}: no {PRIMARY}-scheme test scores ({type(e).__name__}: {e})") from None
+        raise ConfigError(f"{path.name}: no {PRIMARY}-scheme {split} scores ({type(e).__name__}: {e})") from None
 
 
 def read_run(path: Path) -> Run:
@@ -160,7 +168,8 @@ def read_run(path: Path) -> Run:
             _check_metrics(metrics, path / RunDir.METRICS)
         except ConfigError as e:
             return Run(path, RunState.HALF_WRITTEN, _relative(str(e), path), **identity)
-        return Run(path, RunState.FINISHED, metrics=metrics, **identity)
+        finished_at = (path / RunDir.METRICS).lstat().st_mtime
+        return Run(path, RunState.FINISHED, metrics=metrics, finished_at=finished_at, **identity)
     if run.resumable:
         return Run(path, RunState.RESUMABLE, _progress(run, config), **identity)
     note = "no completed epoch: the run failed (or is still in its first epoch)"
@@ -168,8 +177,7 @@ def read_run(path: Path) -> Run:
 
 
 def collect_runs(root: Path) -> list[Run]:
-    """Every run directory under ``root`` (and empty ``seed<N>`` folders, as missing runs), in path
-    order; a second finished run of the same dataset, system and seed is marked duplicate."""
+    """Every run directory under ``root`` (and empty ``seed<N>`` folders, as missing runs), in path order."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"--runs {root}: no such folder (where `umt train` wrote its run directories)")
@@ -182,33 +190,7 @@ def collect_runs(root: Path) -> list[Run]:
             subfolders.clear()  # a run's own folders (text/) hold no runs
         elif SEED_FOLDER.fullmatch(path.name) and not subfolders:
             found.append(Run(path, RunState.MISSING, "an empty run folder: no config.json, metrics.json or last.pt"))
-    return _mark_duplicates(found)
-
-
-def _mark_duplicates(runs: list[Run]) -> list[Run]:
-    first: dict[tuple, Run] = {}
-    out = []
-    for run in runs:
-        key = (run.dataset, run.system, run.seed)
-        if run.state is RunState.FINISHED and key in first:
-            note = f"same dataset, model and seed as {first[key].path}: not counted"
-            run = replace(run, state=RunState.DUPLICATE, note=note, metrics=None)
-        elif run.state is RunState.FINISHED:
-            first[key] = run
-        out.append(run)
-    return out
-
-
-def group_runs(runs: Iterable[Run]) -> list[Group]:
-    """The finished runs grouped by (dataset, system), each group in seed order."""
-    groups: dict[tuple[str, System], list[Run]] = {}
-    for run in runs:
-        if run.state is RunState.FINISHED:
-            groups.setdefault((run.dataset, run.system), []).append(run)
-    return [
-        Group(dataset, system, tuple(sorted(members, key=lambda r: r.seed)))
-        for (dataset, system), members in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1].label))
-    ]
+    return found
 
 
 def _expected_path(group: Group, seed: int, root: Path) -> Path:

@@ -157,7 +157,7 @@ def model_card(config: RunConfig, metrics: dict, name: str, recipe_help: str, re
         "",
         "```bash",
         "# with umt installed (its README)",
-        f'echo \'{{"text": "Kevin Durant enters Oracle Arena"}}\' | umt predict --run {name}',
+        f'echo \'{{"text": "Kevin Durant enters Oracle Arena"}}\' | umt predict {name}',
         f"umt serve {name}        # a server and a page at http://127.0.0.1:8000",
         "```",
         "",

@@ -47,6 +47,7 @@ from umt.pipeline.runtime.devices import resolve_device
 from umt.pipeline.runtime.distributed import World
 from umt.pipeline.text.base import TextSide
 from umt.pipeline.train_config import TrainConfig
+from umt.pipeline.training.observers import Observers
 from umt.pipeline.training.optim import make_optimizer
 from umt.pipeline.training.sampling import StepSampler
 
@@ -94,15 +95,19 @@ def fit(
     console: Console | None = None,
     stop_after_epoch: Callable[[int], bool] | None = None,
     world: World | None = None,
+    observers: Observers | None = None,
 ) -> dict:
     """Train, keeping the best dev checkpoint in ``run/model.safetensors``; returns a summary dict.
 
     ``stop_after_epoch(epoch)`` returning True ends training after that epoch as if the
     process had been killed there (tests use it to check that resuming is exact). Ctrl-C
     raises :class:`TrainingInterrupted` naming the last completed epoch. ``world``: the
-    processes training together (one, by default); all call ``fit`` alike.
+    processes training together (one, by default); all call ``fit`` alike. ``observers`` hear of
+    every step and epoch (:mod:`umt.pipeline.training.observers`), on the main process only.
     """
-    loop = _Loop(model, train, dev, text, vocab, cfg, run, console or Console(), world or World())
+    world = world or World()
+    heard = observers if observers is not None and world.main else Observers()
+    loop = _Loop(model, train, dev, text, vocab, cfg, run, console or Console(), world, heard)
     if resume:
         loop.restore()
     try:
@@ -113,6 +118,11 @@ def fit(
             run.log({"event": "interrupted", "completed_epochs": done})
         hint = "rerun the same command with --resume to continue" if done else "nothing to resume: run it again"
         raise TrainingInterrupted(f"interrupted after epoch {done} of {cfg.epochs} ({run.path}); {hint}") from None
+
+
+def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The rate each named parameter group (``encoder``, ``head``, ``model``) trains at now."""
+    return {group.get("name", "model"): group["lr"] for group in optimizer.param_groups}
 
 
 class _Loop:
@@ -129,9 +139,10 @@ class _Loop:
         run: RunDir,
         console: Console,
         world: World,
+        observers: Observers,
     ):
         self.model, self.train, self.dev, self.cfg, self.run, self.console = model, train, dev, cfg, run, console
-        self.world = world
+        self.world, self.observers = world, observers
         self.device = resolve_device(world.device(cfg.device))
         model.to(self.device)
         self.sampler = StepSampler(
@@ -223,23 +234,23 @@ class _Loop:
                             self.run.save_best(self.model.state_dict(), epoch, dev_f1)
                     self._checkpoint(epoch)
                     elapsed = time.perf_counter() - started
-                    self._log(
-                        {
-                            "event": "epoch",
-                            "epoch": epoch + 1,
-                            "train_loss": train_loss,
-                            "dev": {k: dev_scores[PRIMARY][k] for k in ("precision", "recall", "f1")},
-                            "best": improved,
-                            "lr": self.scheduler.get_last_lr()[0],
-                            "train_seconds": round(train_seconds, 2),
-                            "seconds": round(elapsed, 2),
-                        }
-                    )
+                    record = {
+                        "event": "epoch",
+                        "epoch": epoch + 1,
+                        "train_loss": train_loss,
+                        "dev": {k: dev_scores[PRIMARY][k] for k in ("precision", "recall", "f1")},
+                        "best": improved,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "train_seconds": round(train_seconds, 2),
+                        "seconds": round(elapsed, 2),
+                    }
+                    self._log(record)
                 progress.update(epochs_task, advance=1, info=f"dev F1 {pct(dev_f1)} (best {pct(self.best_f1)})")
                 self.console.print(
                     f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}  dev F1 {pct(dev_f1)}"
                     f"{'  *' if improved else ''}  ({elapsed:.1f}s)"
                 )
+                self.observers.epoch(epoch + 1, record, dev_scores)  # may stop the run: it is saved
                 if stop_after_epoch is not None and stop_after_epoch(epoch):
                     self.world.barrier()
                     return self._summary(completed=False)
@@ -264,6 +275,8 @@ class _Loop:
         seen, last_line = 0, started
         micro = zip(loader, parts, strict=True)
         for step in range(1, steps + 1):
+            before = total.clone() if self.observers else None
+            seen_before = seen
             for k in range(cfg.grad_accum):
                 batch, part = next(micro)
                 batch = batch.to(self.device, non_blocking=True)
@@ -274,7 +287,11 @@ class _Loop:
                     (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
                 total += loss.detach() * part.size
                 seen += part.size
+            rates = _learning_rates(self.optimizer)
             self._step(epoch)
+            if before is not None:
+                step_loss = (total - before).item() / max(1, seen - seen_before)
+                self.observers.step(epoch * steps + step, epoch + 1, step_loss, rates)
             if step % _LOSS_EVERY == 0 or step == steps:
                 progress.update(task, completed=step, info=f"loss {total.item() / max(1, seen):.4f}")
             if not self.console.is_terminal and time.perf_counter() - last_line >= _PLAIN_PROGRESS_SECONDS:

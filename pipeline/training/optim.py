@@ -28,14 +28,18 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     pretrained = {id(p) for m in model.modules() if getattr(m, "pretrained", False) for p in m.parameters()}
     head_lr = cfg.head_lr if cfg.head_lr and pretrained else cfg.lr
     no_decay = _exempt_from_decay(model)
-    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    groups: dict[tuple[str, float, float], list[torch.nn.Parameter]] = {}
     for param in model.parameters():
         if not param.requires_grad:
             continue
+        name = ("encoder" if id(param) in pretrained else "head") if pretrained else "model"
         lr = cfg.lr if id(param) in pretrained else head_lr
         exempt = param.ndim < 2 or id(param) in no_decay
-        groups.setdefault((lr, 0.0 if exempt else cfg.weight_decay), []).append(param)
-    return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
+        groups.setdefault((name, lr, 0.0 if exempt else cfg.weight_decay), []).append(param)
+    return [
+        {"params": params, "lr": lr, "weight_decay": decay, "name": name}
+        for (name, lr, decay), params in groups.items()
+    ]
 
 
 def make_optimizer(

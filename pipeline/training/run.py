@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ from umt.pipeline.runtime.distributed import World
 from umt.pipeline.runtime.environment import environment
 from umt.pipeline.text.base import TextSide
 from umt.pipeline.training.loop import fit, seed_everything
+from umt.pipeline.training.observers import Observers
 
 if TYPE_CHECKING:
     from umt.pipeline.data.visual_stats import VisualStats
@@ -46,9 +48,20 @@ def train_run(
     stats: VisualStats | None = None,
     resume: bool = False,
     stop_after_epoch: Callable[[int], bool] | None = None,
+    observers: Observers | None = None,
 ) -> dict | None:
     """Train the run ``config`` describes on ``data`` (``train``, ``valid``, ``test``); the
-    finished run's metrics, or None when ``stop_after_epoch`` ended it early (resumable)."""
+    finished run's metrics, or None when ``stop_after_epoch`` ended it early (resumable).
+    ``observers`` (main process only) hear the run begin, each step and epoch, and its end, and
+    are closed however it ends."""
+    observers = observers if observers is not None and world.main else Observers()
+    with closing(observers):
+        return _train(
+            run, config, recipe, vocab, text, data, console, world, stats, resume, stop_after_epoch, observers
+        )
+
+
+def _train(run, config, recipe, vocab, text, data, console, world, stats, resume, stop_after_epoch, observers):
     train_cfg = config.train_cfg
     device = resolve_device(world.device(train_cfg.device))
     seed_everything(train_cfg.seed)
@@ -63,6 +76,7 @@ def train_run(
             run.save_visual_stats(stats.state())
         run.write_env(environment(device))
         run.log({"event": "start", "seed": train_cfg.seed})
+    observers.begin(str(run.path), run.read_json(RunDir.CONFIG) if world.main else {})
     started = time.perf_counter()
     summary = fit(
         model,
@@ -76,6 +90,7 @@ def train_run(
         console=console,
         stop_after_epoch=stop_after_epoch,
         world=world,
+        observers=observers,
     )
     if not summary["completed"]:
         return None
@@ -95,5 +110,6 @@ def train_run(
     if world.main:
         run.finish(metrics, data["test"].posts, test_pred)
         run.log({"event": "end", "best_epoch": summary["best_epoch"], "test_f1": test_scores[PRIMARY]["f1"]})
+        observers.end(metrics)
     world.barrier()  # the run is finished on disk before any process moves on
     return metrics
