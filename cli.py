@@ -108,6 +108,20 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, object]]:
     return out
 
 
+def _configs(
+    ctx: typer.Context, encoder: str, word_vectors: str, set_: list[str], flags: dict[str, object], seed: int
+) -> tuple[ModelConfig, TrainConfig, frozenset[str]]:
+    """The configs of a training command's options, ``flags`` (TrainConfig options) and ``--set``
+    (which wins), and the names of the settings the user gave (the recipe fills the others)."""
+    from umt.pipeline.text.vectors import vectors_source
+
+    overrides = parse_overrides(set_)
+    model_cfg = ModelConfig(**{"encoder": encoder, "word_vectors": vectors_source(word_vectors), **overrides["model"]})
+    train_cfg = TrainConfig(**{**flags, "seed": seed, **overrides["train"]})
+    explicit = _given(ctx, "encoder", "word_vectors", *flags) | set(overrides["model"]) | set(overrides["train"])
+    return model_cfg, train_cfg, frozenset(explicit)
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
     parts = [part.strip() for part in text.split(",") if part.strip()]
     try:
@@ -345,16 +359,11 @@ def train_cmd(
             "--recipe chooses a new run's settings; a resumed run keeps the settings it was started with: drop --recipe"
         )
     seed_list = parse_seeds(seeds) if seeds else (seed,)
-    overrides = parse_overrides(set_)
     flags = {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "num_workers": num_workers,
         "precision": precision,
     }  # fmt: skip
-    from umt.pipeline.text.vectors import vectors_source
-
-    model_cfg = ModelConfig(**{"encoder": encoder, "word_vectors": vectors_source(word_vectors), **overrides["model"]})
-    train_cfg = TrainConfig(**{**flags, "seed": seed_list[0], **overrides["train"]})
-    explicit = _given(ctx, "encoder", "word_vectors", *flags) | set(overrides["model"]) | set(overrides["train"])
+    model_cfg, train_cfg, explicit = _configs(ctx, encoder, word_vectors, set_, flags, seed_list[0])
     train.run(
         requests.TrainRequest(
             dataset=dataset,
@@ -368,7 +377,7 @@ def train_cmd(
             no_images=no_images,
             resume=resume,
             overwrite=overwrite,
-            explicit=frozenset(explicit),
+            explicit=explicit,
             settings=recipe,
             log_to=parse_log_to(log_to),
             tracking_uri=tracking_uri,
@@ -432,13 +441,9 @@ def sweep_cmd(
     Writes trials.md, best.json (with the best trial's `umt train` command), history.png and importance.png into
     the sweep folder (docs/training.md, "Sweeps").
     """
-    from umt.pipeline.text.vectors import vectors_source
     from umt.stages import sweep
 
-    overrides = parse_overrides(set_)
-    model_cfg = ModelConfig(**{"encoder": encoder, "word_vectors": vectors_source(word_vectors), **overrides["model"]})
-    train_cfg = TrainConfig(**{"seed": seed, "device": device, **overrides["train"]})
-    explicit = _given(ctx, "encoder", "word_vectors") | set(overrides["model"]) | set(overrides["train"])
+    model_cfg, train_cfg, explicit = _configs(ctx, encoder, word_vectors, set_, {"device": device}, seed)
     base = requests.TrainRequest(
         dataset=dataset,
         model=model,
@@ -447,7 +452,7 @@ def sweep_cmd(
         train_cfg=train_cfg,
         features=features,
         no_images=no_images,
-        explicit=frozenset(explicit),
+        explicit=explicit,
         settings=recipe,
     )
     sweep.run(

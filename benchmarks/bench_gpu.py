@@ -319,16 +319,18 @@ def make_bench(ws_paths: dict, model: str, precision: str, compile_model: bool, 
 
 
 def measure_training(ws_paths: dict, model: str, precision: str, compile_model: bool, device: torch.device,
-                     folder: Path) -> dict:  # fmt: skip
+                     work: Path) -> dict:  # fmt: skip
     bench, features = make_bench(ws_paths, model, precision, compile_model, device)
     try:
-        return train_rates(bench, folder)
+        return train_rates(bench, work)
     finally:
         features.close()
 
 
-def train_rates(bench: Bench, folder: Path) -> dict:
-    """Sentences/s of the last of ``bench.cfg.epochs`` trainer epochs; the first one's seconds."""
+def train_rates(bench: Bench, work: Path) -> dict:
+    """Sentences/s of the last of ``bench.cfg.epochs`` trainer epochs; the first one's seconds. The
+    run trains in a folder made here inside ``work``, and only that folder is removed after."""
+    folder = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     run = RunDir(folder)
     try:
         with run.claimed(resume=False, overwrite=True):
@@ -356,9 +358,7 @@ def train_section(report: Report, ws: Workspace, device: torch.device) -> None:
         for precision in ws.args.precisions:
 
             def measure(model=model, precision=precision) -> dict:
-                return measure_training(
-                    _paths(ws), model, precision, False, device, ws.work / f"run-{model}-{precision}"
-                )
+                return measure_training(_paths(ws), model, precision, False, device, ws.work)
 
             report.measure("train", f"{model} {precision}", "sent/s", measure)
             if device.type == "cuda":
@@ -368,7 +368,7 @@ def train_section(report: Report, ws: Workspace, device: torch.device) -> None:
 def train_child(spec: dict) -> dict:
     """In a child process (``--child-train``): one compiled training measurement."""
     device = resolve_device(spec["device"])
-    result = measure_training(spec, spec["model"], spec["precision"], True, device, Path(spec["out"]))
+    result = measure_training(spec, spec["model"], spec["precision"], True, device, Path(spec["work"]))
     try:
         from torch._dynamo.utils import counters
 
@@ -417,7 +417,7 @@ def compile_section(report: Report, ws: Workspace, device: torch.device, deadlin
                 report.skip("compile", name, "sent/s", f"--time-budget spent ({left:.0f} s left)")
                 continue
             spec = {**_paths(ws), "model": model, "precision": precision, "device": str(device),
-                    "out": str(ws.work / f"run-{model}-{precision}-compiled")}  # fmt: skip
+                    "work": str(ws.work)}  # fmt: skip
             timeout = min(args.compile_timeout, left)
             report.measure("compile", name, "sent/s", lambda spec=spec, t=timeout: run_child("--child-train", spec, t))
 

@@ -11,7 +11,6 @@ command runs again (:mod:`umt.pipeline.sweep.study`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from umt.pipeline.errors import ConfigError
+from umt.pipeline.files import read_json_file, write_json
 from umt.pipeline.metrics import PRIMARY, pct
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.sweep.space import SearchSpace
@@ -64,8 +64,9 @@ def run(req: SweepRequest, console: Console | None = None) -> dict[str, Any]:
         return _train_trial(req, space, folder / run_folder, values, observers, trial.number, console)
 
     work(study, settings, space, train_trial, say=lambda text: console.print(escape(text)))
-    summary = results.write(folder, study, space)
-    _print(results.rows(study), space, summary, console)
+    table = results.rows(study)
+    summary = results.write(folder, study, space, table)
+    _print(table, space, summary, console)
     return summary
 
 
@@ -112,16 +113,11 @@ def _spec(req: SweepRequest, space: SearchSpace, settings) -> dict[str, Any]:
 
 def _claim_spec(folder: Path, spec: dict[str, Any]) -> None:
     """Write ``sweep.json``, or check that the folder's sweep is this one."""
-    from umt.pipeline.run_dir import write_json
-
     path = folder / SPEC
     if not path.exists():
         write_json(path, spec)
         return
-    try:
-        held = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size < 1 << 20 else None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        held = None
+    held = read_json_file(path)
     if not isinstance(held, dict):
         raise ConfigError(f"{path}: not a sweep description written by umt sweep; use another --out")
     differs = sorted(k for k in spec.keys() | held.keys() if spec.get(k) != held.get(k))
@@ -139,7 +135,7 @@ def _show_best(folder: Path, settings, space: SearchSpace, console: Console) -> 
     if not (folder / SPEC).is_file():
         raise ConfigError(f"{folder}: no sweep here (no {SPEC}); run `umt sweep` with these options first")
     study = open_study(settings, space)
-    chosen = results.best(study)
+    chosen = results.best(results.rows(study))
     if chosen is None or chosen.folder is None or not RunDir(folder / chosen.folder).finished:
         raise ConfigError(f"{folder}: no finished trial yet")
     command = results.train_command(RunDir(folder / chosen.folder))

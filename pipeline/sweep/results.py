@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,9 @@ def rows(study: optuna.Study) -> list[TrialRow]:
     return out
 
 
-def best(study: optuna.Study) -> TrialRow | None:
-    complete = [r for r in rows(study) if r.state == "complete" and r.dev_f1 is not None]
+def best(table: list[TrialRow]) -> TrialRow | None:
+    """The complete trial of the best dev F1 (the earlier of two equal ones)."""
+    complete = [r for r in table if r.state == "complete" and r.dev_f1 is not None]
     return max(complete, key=lambda r: (r.dev_f1, -r.number), default=None)
 
 
@@ -105,11 +107,12 @@ def _differences(config: RunConfig, chosen_model: ModelConfig, chosen_train: Tra
     return words
 
 
-def write(folder: Path, study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
-    """The table, the best trial and its command, and the figures, into ``folder``; returns the summary."""
-    table, chosen = rows(study), best(study)
+def write(folder: Path, study: optuna.Study, space: SearchSpace, table: list[TrialRow]) -> dict[str, Any]:
+    """The table (:func:`rows`), the best trial and its command, and the figures, into ``folder``;
+    returns the summary."""
+    chosen = best(table)
     (folder / TABLE).write_text(markdown(table, space, chosen), encoding="utf-8")
-    summary: dict[str, Any] = {"trials": len(table), "by_state": _by_state(table), "best": None}
+    summary: dict[str, Any] = {"trials": len(table), "by_state": dict(Counter(r.state for r in table)), "best": None}
     if chosen is not None:
         summary["best"] = {"trial": chosen.number, "dev_f1": chosen.dev_f1, "settings": chosen.values,
                            "run": chosen.folder}  # fmt: skip
@@ -143,13 +146,6 @@ def _figures(folder: Path, study: optuna.Study) -> dict[str, str]:
         axes.figure.savefig(folder / name, dpi=120, bbox_inches="tight")
         plt.close(axes.figure)
         out[name] = str(folder / name)
-    return out
-
-
-def _by_state(table: list[TrialRow]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in table:
-        out[r.state] = out.get(r.state, 0) + 1
     return out
 
 
