@@ -718,8 +718,9 @@ def report_cmd(
     ),
     where: list[str] = typer.Option(
         [],
-        help="Count only configurations trained with this setting=value, e.g. lr=5e-5 (repeat for more: "
-        "all must hold).",
+        help="Count only configurations trained with this setting=value, e.g. lr=5e-5, and only the rows "
+        "whose images went through backbone=NAME, e.g. backbone=resnet152 (text-only rows stay); repeat for "
+        "more: all must hold.",
         show_default=False,
     ),
 ) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 import umt.cli as cli
 from umt.pipeline.data.types import Post
@@ -31,7 +32,7 @@ from umt.pipeline.report.build import build_report
 from umt.pipeline.report.choose import PICKS, Pick, select
 from umt.pipeline.report.paper import ABLATIONS, paper_scores
 from umt.pipeline.report.predictions import PredictionStore, entities, entity_counts, read_predictions
-from umt.pipeline.report.render import csv_text, markdown
+from umt.pipeline.report.render import csv_text, latex, latex_escape, markdown, rich_tables
 from umt.pipeline.report.runs import Group, RunState, System, collect_runs
 from umt.pipeline.report.significance import approximate_randomization, compare, micro_f1
 from umt.pipeline.run_dir import RunConfig, RunDir
@@ -80,16 +81,17 @@ def predicted(gold: list[list[str]], wrong: set[int], how: str = "drop") -> list
 def write_run(
     folder: Path, model: str, words, gold, pred, *, seed: int = 1, dataset: str = "twitter2017",
     no_images: bool = False, epochs: int = 3, curve=((2.0, 0.5), (1.0, 0.7), (0.5, 0.72)),
-    dev_f1: float | None = None, train: dict | None = None,
+    dev_f1: float | None = None, train: dict | None = None, backbone: str | None = None,
 ) -> Path:  # fmt: skip
     """A finished run as ``umt train`` leaves it: config, metrics (scored by ``score``), test
     predictions and a log with one epoch event per ``(train_loss, dev_f1)`` of ``curve``. Its dev
-    scores are its test scores, with the dev F1 ``dev_f1`` where given; ``train``: more TrainConfig values."""
+    scores are its test scores, with the dev F1 ``dev_f1`` where given; ``train``: more TrainConfig
+    values; ``backbone``: the image backbone of the feature cache it records (none without)."""
     folder.mkdir(parents=True)
     run = RunDir(folder)
     run.write_config(
         RunConfig(model, dataset, "data", ModelConfig(), TrainConfig(epochs=epochs, seed=seed, **(train or {})),
-                  {"kind": "hf-subword"}, None, no_images)
+                  {"kind": "hf-subword"}, features(backbone, dataset), no_images)
     )  # fmt: skip
     posts = [Post(list(w), list(g), f"img{i}") for i, (w, g) in enumerate(zip(words, gold, strict=True))]
     run.write_predictions(RunDir.PREDICTIONS, posts, pred)
@@ -102,6 +104,15 @@ def write_run(
                "test": scores}  # fmt: skip
     run.write_json(RunDir.METRICS, metrics)
     return folder
+
+
+def features(backbone: str | None, dataset: str = "twitter2017") -> dict | None:
+    """config.json's "features" as ``umt train`` records a cache of ``backbone`` (None: no images read)."""
+    if backbone is None:
+        return None
+    manifest = {"backbone": backbone, "weights": {"name": "imagenet"}, "preprocessing": {"size": [224, 224]},
+                "dtype": "float16"}  # fmt: skip
+    return {"path": f"/data/{dataset}_{backbone}.h5", "manifest": manifest}
 
 
 def seed_dir(root: Path, model: str, seed: int, dataset: str = "twitter2017") -> Path:
@@ -725,3 +736,189 @@ def test_a_custom_dataset_has_no_empty_paper_rows(tmp_path):
     write_run(seed_dir(tmp_path, "umt", 1), "umt", words, gold, gold)
     labels = [row.label for _, rows in build_report(tmp_path, paper=True, resamples=R).table.sections for row in rows]
     assert "paper: BERT" in labels and "bert-softmax" in labels
+
+
+# ---- image backbones: one row per backbone a system's runs read, shown in every format -----------------
+
+
+@pytest.fixture()
+def backbone_runs(tmp_path) -> tuple[Path, dict[str, str]]:
+    """umt on ResNet-152 features (right everywhere) and on VGG-16 features (drops the entities of a
+    third of the posts), the same settings and seeds 1 and 2 otherwise, and the text-only bert-crf
+    beside them; returns the runs folder and each backbone's F1 cell (mean ± std of the two seeds)."""
+    words, gold = make_posts(30)
+    root = tmp_path / "runs"
+    preds = {"resnet152": gold, "vgg16": predicted(gold, set(range(0, 30, 3)))}
+    for seed in (1, 2):
+        for backbone, pred in preds.items():
+            write_run(seed_dir(root / backbone, "umt", seed), "umt", words, gold, pred, seed=seed, backbone=backbone)
+        write_run(seed_dir(root / "text", "bert-crf", seed), "bert-crf", words, gold,
+                  predicted(gold, {0, 1}, how="retype"), seed=seed)  # fmt: skip
+    f1 = {backbone: f"{100 * score(gold, pred)[PRIMARY]['f1']:.2f} ± 0.00" for backbone, pred in preds.items()}
+    assert len(set(f1.values())) == 2
+    return root, f1
+
+
+def rows_of(report, dataset: str = "twitter2017") -> list[tuple[str, str, str]]:
+    """Every row of the main table as (label, backbone, F1 cell)."""
+    return [(row.label, row.backbone, row.cells[dataset][-2]) for _, rows in report.table.sections for row in rows]
+
+
+def test_runs_that_differ_only_in_backbone_are_two_rows_never_one_rows_seeds(backbone_runs):
+    root, f1 = backbone_runs
+    umt_r, umt_v = System("umt", backbone="resnet152"), System("umt", backbone="vgg16")
+    assert {run.system for run in collect_runs(root)} == {System("bert-crf"), umt_r, umt_v}
+    groups = chosen_groups(root)
+    assert [(g.system, g.seeds) for g in groups] == [(System("bert-crf"), (1, 2)), (umt_r, (1, 2)), (umt_v, (1, 2))]
+    assert [g.system.label for g in groups] == ["bert-crf", "umt (resnet152)", "umt (vgg16)"]
+    report = build_report(root, resamples=R, cases=0)
+    # neither a duplicate of the other's seeds nor a configuration of one row to choose between
+    assert all(run.state is RunState.MISSING for run in report.problems)
+    assert not report.choices
+    sections = [(title, [(r.label, r.backbone, r.cells["twitter2017"][-1]) for r in rows])
+                for title, rows in report.table.sections]  # fmt: skip
+    assert sections == [("text", [("bert-crf", "–", "2")]),
+                        ("text+image", [("umt", "resnet152", "2"), ("umt", "vgg16", "2")])]  # fmt: skip
+    cells = {(label, backbone): cell for label, backbone, cell in rows_of(report)}
+    assert cells[("umt", "resnet152")].startswith(f1["resnet152"]) and cells[("umt", "vgg16")].startswith(f1["vgg16"])
+    # each backbone's umt against bert-crf; not against each other (that would test the backbone, not the model)
+    assert {(c.a.label, c.b.label) for c in report.comparisons} == {
+        ("umt (resnet152)", "bert-crf"),
+        ("umt (vgg16)", "bert-crf"),
+    }
+    data = report.to_dict()
+    assert [(g["system"], g["backbone"]) for g in data["groups"]] == [
+        ("bert-crf", None),
+        ("umt (resnet152)", "resnet152"),
+        ("umt (vgg16)", "vgg16"),
+    ]
+
+
+def test_every_format_shows_each_rows_backbone_beside_it(backbone_runs):
+    root, f1 = backbone_runs
+    report = build_report(root, resamples=R, cases=0)
+    # each row's F1 cell (markers on): umt's two differ, so a cell beside the wrong backbone fails
+    f1_of = {(label, backbone): cell for label, backbone, cell in rows_of(report)}
+    assert list(f1_of) == [("bert-crf", "–"), ("umt", "resnet152"), ("umt", "vgg16")]
+    assert all(f1_of["umt", backbone].startswith(cell) for backbone, cell in f1.items())
+    # Markdown: a backbone column after the system's
+    md = markdown(report).splitlines()
+    assert next(line for line in md if line.startswith("| system")).startswith("| system | backbone | PER | LOC |")
+    assert "| --- | --- | ---: |" in md[md.index(next(line for line in md if line.startswith("| system"))) + 1]
+    for (label, backbone), cell in f1_of.items():
+        (line,) = [line for line in md if line.startswith(f"| {label} | {backbone} |")]
+        assert line.endswith(f"| {cell} | 2 |"), line
+    # LaTeX: the same, in a second left-aligned column (the dash as LaTeX's en dash)
+    tex = latex(report.table).splitlines()
+    assert r"\begin{tabular}{ll rrrrrrrr}" in tex
+    assert any(line.startswith("System & Backbone & PER & LOC") for line in tex)
+    assert r" &  & \multicolumn{8}{c}{twitter2017} \\" in tex and r"\cmidrule(lr){3-10}" in tex
+    for (label, backbone), cell in f1_of.items():
+        (line,) = [line for line in tex if line.startswith(f"{label} & {latex_escape(backbone)} & ")]
+        assert line.endswith(f" & {latex_escape(cell)} & 2 \\\\"), line
+    # CSV: system and backbone name the row
+    rows = list(csv.DictReader(io.StringIO(csv_text(report))))
+    assert list(rows[0])[list(rows[0]).index("system") + 1] == "backbone"
+    ours = {(r["system"], r["backbone"]): r["f1"] for r in rows if r["source"] == "ours"}
+    assert set(ours) == {("bert-crf", "–"), ("umt", "resnet152"), ("umt", "vgg16")}
+    for backbone, cell in f1.items():
+        assert f"{float(ours[('umt', backbone)]):.2f} ± 0.00" == cell
+    # the terminal: a backbone column in each dataset's table
+    console = Console(file=io.StringIO(), width=250, color_system=None)
+    for table in rich_tables(report.table):
+        console.print(table)
+    out = console.file.getvalue()
+    assert re.search(r"┃ system\s+┃ backbone\s+┃\s+PER ┃", out)
+    for (label, backbone), cell in f1_of.items():
+        line = rf"^│ {label}\s+│ {backbone}\s+│.*│\s+{re.escape(cell)} │ 2 │\s*$"  # F1, then n
+        assert re.search(line, out, re.MULTILINE), (label, backbone)
+
+
+def test_the_papers_row_comes_once_with_the_papers_backbone(backbone_runs):
+    root, _ = backbone_runs
+    report = build_report(root, paper=True, resamples=R, cases=0)
+    shown = [(label, backbone) for label, backbone, _ in rows_of(report)]
+    umt_rows = shown[shown.index(("umt", "resnet152")) :][:3]
+    assert umt_rows == [("umt", "resnet152"), ("paper: UMT-BERT-CRF", "resnet152"), ("umt", "vgg16")]
+    assert shown.count(("paper: UMT-BERT-CRF", "resnet152")) == 1
+    assert ("paper: BERT-CRF", "–") in shown  # a text-only row of the paper's
+    # a system the paper has but nothing ran: our row reads no images (dash), the paper's its backbone
+    gvatt = shown.index(("gvatt-bert-crf", "–"))
+    assert shown[gvatt + 1] == ("paper: GVATT-BERT-CRF", "resnet152")
+    paper = [
+        (r["system"], r["backbone"]) for r in csv.DictReader(io.StringIO(csv_text(report))) if r["source"] == "paper"
+    ]
+    assert paper.count(("umt", "resnet152")) == 1 and ("bert-crf", "–") in paper
+
+
+def test_where_backbone_keeps_one_backbones_rows_beside_the_text_only_ones(backbone_runs, monkeypatch, capsys):
+    root, f1 = backbone_runs
+    report = build_report(root, resamples=R, cases=0, pick=Pick.parse("dev", ["backbone=vgg16"]))
+    assert [g.system.label for g in report.groups] == ["bert-crf", "umt (vgg16)"]
+    assert [(label, backbone) for label, backbone, _ in rows_of(report)] == [("bert-crf", "–"), ("umt", "vgg16")]
+    left = report.choice("twitter2017", System("umt", backbone="resnet152"))
+    assert left.chosen is None and [status for _, status in left.configurations] == [
+        "left out by --where backbone=vgg16"
+    ]
+    assert "| twitter2017 | umt (resnet152) |  | 1,2 | left out by --where backbone=vgg16 | 100.00 ± 0.00 |" in (
+        markdown(report)
+    )
+    out = root.parent / "out"
+    args = ["report", "--runs", str(root), "--resamples", "10", "--cases", "0", "--out", str(out), "--format", "csv"]
+    assert umt(monkeypatch, *args, "--where", "backbone=resnet152") == 0
+    rows = list(csv.DictReader(io.StringIO((out / "table2.csv").read_text())))
+    assert [(r["system"], r["backbone"]) for r in rows] == [("bert-crf", "–"), ("umt", "resnet152")]
+    assert f"{float(rows[1]['f1']):.2f} ± 0.00" == f1["resnet152"]
+    capsys.readouterr()
+    assert umt(monkeypatch, *args, "--where", "backbone=") == 2
+    assert "--where backbone=: name the image backbone" in capsys.readouterr().err
+
+
+def test_ablations_are_measured_against_umt_on_the_same_backbone(tmp_path):
+    words, gold = make_posts(30)
+    f1 = {}
+    for model, backbone, wrong in (("umt", "resnet152", set()), ("umt", "vgg16", {0, 1, 2}),
+                                   ("umt-no-esd", "vgg16", set(range(0, 30, 3)))):  # fmt: skip
+        pred = predicted(gold, wrong)
+        write_run(seed_dir(tmp_path / backbone, model, 1), model, words, gold, pred, backbone=backbone)
+        f1[model, backbone] = score(gold, pred)[PRIMARY]["f1"]
+    report = build_report(tmp_path, ablations=True, resamples=R, cases=0)
+    rows = {(row.label, row.backbone): row.cells["twitter2017"] for _, rows in report.table.sections for row in rows}
+    assert list(rows) == [("umt", "resnet152"), ("umt", "vgg16"), ("umt-no-esd", "vgg16")]
+    assert rows[("umt", "resnet152")][3] == rows[("umt", "vgg16")][3] == "–"
+    assert rows[("umt-no-esd", "vgg16")][3] == f"{100 * (f1['umt-no-esd', 'vgg16'] - f1['umt', 'vgg16']):+.2f}"
+    assert [(c.a.label, c.b.label) for c in report.comparisons] == [("umt-no-esd (vgg16)", "umt (vgg16)")]
+    # the ablations no backbone ran are missing; umt-no-esd on ResNet-152 is no row, so not missing either
+    missing = {run.system.label for run in report.problems if run.state is RunState.MISSING}
+    assert missing == {"umt-no-conversion", "umt-no-image-aware-wr", "umt-no-visual-gate"}
+
+
+def test_a_recorded_cache_that_names_no_backbone_is_a_damaged_config(tmp_path):
+    words, gold = make_posts(6)
+    for name, backbone in (("none", None), ("number", 152), ("blank", " "), ("newline", "resnet\n152")):
+        folder = write_run(tmp_path / name / "seed1", "umt", words, gold, gold, backbone="resnet152")
+        config = json.loads((folder / RunDir.CONFIG).read_text())
+        manifest = config["features"]["manifest"]
+        if backbone is None:
+            del manifest["backbone"]
+        else:
+            manifest["backbone"] = backbone
+        (folder / RunDir.CONFIG).write_text(json.dumps(config))
+    for run in collect_runs(tmp_path):
+        assert run.state is RunState.HALF_WRITTEN, run.path
+        assert run.note.startswith("config.json: damaged run config (features.manifest.backbone must name"), run.note
+    # a run trained with --no-images reads no images, whatever cache it names
+    folder = write_run(tmp_path / "noimg" / "seed1", "umt", words, gold, gold, no_images=True, backbone="resnet152")
+    (run,) = [run for run in collect_runs(tmp_path) if run.path == folder]
+    assert run.system == System("umt", no_images=True) and run.system.label == "umt (no images)"
+
+
+def test_a_model_whose_only_backbone_run_is_unfinished_is_not_also_missing(tmp_path):
+    words, gold = make_posts(6)
+    write_run(seed_dir(tmp_path, "bert-crf", 1), "bert-crf", words, gold, gold)
+    unfinished = write_run(seed_dir(tmp_path, "umt", 1), "umt", words, gold, gold, backbone="vgg16", epochs=8)
+    (unfinished / RunDir.METRICS).unlink()
+    (unfinished / RunDir.LAST).write_bytes(b"state")
+    report = build_report(tmp_path, resamples=R, cases=0)
+    umt_problems = [(run.state, run.system) for run in report.problems if run.system and run.system.model == "umt"]
+    assert umt_problems == [(RunState.RESUMABLE, System("umt", backbone="vgg16"))]

@@ -1,12 +1,13 @@
 """The paper's tables as data: which systems are rows, which comparisons mark them, what the cells say.
 
 Table 2 (``umt report``): one row per system in the registry's order, text-only rows then
-text+image rows, a column block per dataset: F1 per entity type, then P, R, F1 overall and the
-number of seeds. Rows are the systems that ran, and with ``--paper`` those the paper quotes
-when a dataset of the runs is one of the paper's. Table 3 (``umt report --ablations``): the
-full UMT and each ablation, P, R, F1 and the F1 difference to the full model. A
-:class:`ReportTable` holds display strings only (in percent, ``mean ± std``); every renderer
-(terminal, Markdown, LaTeX) draws the same one.
+text+image rows, each beside its image backbone (a model that ran with two backbones has two
+rows, the paper's backbone first; a dash where a row reads no images), a column block per
+dataset: F1 per entity type, then P, R, F1 overall and the number of seeds. Rows are the systems
+that ran, and with ``--paper`` those the paper quotes when a dataset of the runs is one of the
+paper's. Table 3 (``umt report --ablations``): the full UMT and each ablation, P, R, F1 and the
+F1 difference to the full model. A :class:`ReportTable` holds display strings only (in percent,
+``mean ± std``); every renderer (terminal, Markdown, LaTeX) draws the same one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from umt.pipeline.report.paper import (
     ABLATIONS,
     DATASETS,
     FULL_MODEL,
+    PAPER_BACKBONE,
     PAPER_TYPES,
     PaperScores,
     paper_models,
@@ -53,36 +55,55 @@ class TableSpec:
 
     def reference_for(self, system: System) -> System:
         """What ``system`` is compared with: bert-crf in Table 2; in Table 3 the full umt trained
-        as ``system`` was (with its images, or with every image absent)."""
+        as ``system`` was (with the same backbone's images, or with every image absent)."""
         if self.number == 3:
-            return System(self.reference.model, no_images=system.no_images)
+            return System(self.reference.model, system.no_images, system.backbone)
         return self.reference
 
     def reference_in(self, present: Iterable[System]) -> System:
-        """The reference a dataset's case study and figures use: the table's own, or in Table 3
-        the umt trained without images when only that one ran."""
+        """The reference a dataset's case study and figures use: the first of the reference model's
+        rows that ran (in Table 3 umt with images, the paper's backbone first, else umt trained
+        without images), or the table's own reference when none did."""
         present = set(present)
-        without = self.reference_for(System(self.reference.model, no_images=True))
-        return without if self.reference not in present and without in present else self.reference
+        ran = (s for s in self.systems if s.model == self.reference.model and s in present)
+        return next(ran, self.reference)
 
     def pairs(self) -> list[tuple[System, System]]:
         """The comparisons the table reports: Table 2, each multimodal system against bert-crf and
-        the full umt against every other row; Table 3, each row against the full umt."""
+        each full umt row with images against every other row that reads the same backbone's images
+        or none (against another backbone's rows the difference would be the backbone's as much as
+        the model's); Table 3, each row against the full umt."""
         if self.number == 3:
             return [(s, self.reference_for(s)) for s in self.systems if s != self.reference_for(s)]
-        umt = System(FULL_MODEL)
         pairs = [(s, self.reference) for s in self.systems if s.multimodal]
-        if umt in self.systems:
-            pairs += [(umt, s) for s in self.systems if s not in (umt, self.reference)]
+        for umt in (s for s in self.systems if s.model == FULL_MODEL and not s.no_images):
+            others = (s for s in self.systems if s not in (umt, self.reference) and s.backbone in (None, umt.backbone))
+            pairs += [(umt, s) for s in others]
         return pairs
+
+    def quotes(self, system: System) -> bool:
+        """Whether the paper's row of ``system``'s model (with ``paper``) follows ``system``'s: only the
+        model's first row with images does (the paper's backbone's, when that one ran), so a model that
+        ran with two backbones has the paper's numbers once."""
+        with_images = (s for s in self.systems if s.model == system.model and not s.no_images)
+        return not system.no_images and next(with_images, None) == system
+
+
+def _backbone_order(system: System) -> tuple[bool, str]:
+    """Rows of one model: the paper's backbone first, then the others by name."""
+    return system.backbone != PAPER_BACKBONE, system.backbone or ""
 
 
 def _rows_of(models: Sequence[str], present: set[System], quoted: set[str]) -> tuple[System, ...]:
-    """Each model's row (with images) if it ran or the paper has it, then its ``--no-images`` row if it ran."""
-    rows = []
+    """Each model's rows with images, one per backbone that ran (or one without a backbone when
+    none ran and the paper has it), then its ``--no-images`` row if it ran."""
+    rows: list[System] = []
     for model in models:
-        with_images, without = System(model), System(model, no_images=True)
-        rows += [s for s in (with_images, without) if s in present or (not s.no_images and model in quoted)]
+        with_images = sorted((s for s in present if s.model == model and not s.no_images), key=_backbone_order)
+        if not with_images and model in quoted:
+            with_images = [System(model)]
+        without = System(model, no_images=True)
+        rows += [*with_images, *([without] if without in present else [])]
     return tuple(rows)
 
 
@@ -112,9 +133,11 @@ def table_spec(groups: Sequence[Group], ablations: bool, paper: bool) -> TableSp
 
 @dataclass(frozen=True)
 class Row:
-    """One row: its label and, per dataset, one display string per column of that dataset's block."""
+    """One row: its label, its image backbone (:data:`DASH` where it reads no images) and, per
+    dataset, one display string per column of that dataset's block."""
 
     label: str
+    backbone: str
     cells: Mapping[str, tuple[str, ...]]
     quoted: bool = False  # the paper's numbers, not ours
 
@@ -130,11 +153,22 @@ class ReportTable:
 
 
 def quoted_scores(spec: TableSpec, dataset: str, system: System) -> PaperScores | None:
-    """The paper's numbers for a row of ``spec`` (None without ``--paper``, for a ``--no-images`` row,
-    or where the paper has none)."""
+    """The paper's numbers for ``system``'s model in ``spec``'s table (None without ``--paper``, for a
+    ``--no-images`` system, or where the paper has none). Whether a row shows them is
+    :meth:`TableSpec.quotes`'s."""
     if not spec.paper or system.no_images:
         return None
     return paper_scores(spec.number, system.model, dataset)
+
+
+def backbone_cell(system: System) -> str:
+    """The backbone column of our row of ``system``: its backbone, a dash where it reads no images."""
+    return system.backbone if system.backbone is not None else DASH
+
+
+def paper_backbone_cell(system: System) -> str:
+    """The backbone column of the paper's row of ``system``'s model: the paper's for a text+image model."""
+    return PAPER_BACKBONE if system.multimodal else DASH
 
 
 def format_p(p: float) -> str:
@@ -202,21 +236,22 @@ class _Layout:
         values = {"P": pct(scores.precision), "R": pct(scores.recall), "F1": pct(scores.f1), "n": ""}
         if "ΔF1" in columns:
             reference = self.quoted(dataset, self.spec.reference)
-            same = system == self.spec.reference
+            same = system.model == self.spec.reference.model
             values["ΔF1"] = DASH if same else self._delta(scores.f1, reference and reference.f1)
         values |= {t: pct(f1) for t, f1 in scores.per_type.items()}
         return tuple(values.get(c, DASH) for c in columns)
 
     def label(self, system: System) -> str:
+        """The row's name (its backbone has a column of its own), marked when its configuration was picked."""
         picked = any((d, system) in self.picked for d in self.datasets)
-        return system.label + (f" {PICKED}" if picked else "")
+        return system.name + (f" {PICKED}" if picked else "")
 
     def rows(self, system: System) -> list[Row]:
-        rows = [Row(self.label(system), {d: self.ours(d, system) for d in self.datasets})]
+        rows = [Row(self.label(system), backbone_cell(system), {d: self.ours(d, system) for d in self.datasets})]
         quoted = [q for q in (self.quoted(d, system) for d in self.datasets) if q is not None]
-        if quoted:
-            method = quoted[0].method
-            rows.append(Row(f"paper: {method}", {d: self.quoted_cells(d, system) for d in self.datasets}, quoted=True))
+        if quoted and self.spec.quotes(system):
+            cells = {d: self.quoted_cells(d, system) for d in self.datasets}
+            rows.append(Row(f"paper: {quoted[0].method}", paper_backbone_cell(system), cells, quoted=True))
         return rows
 
 
@@ -249,16 +284,18 @@ def footnotes(
         "best dev epoch, mean ± sample std over the n seeds (no ± for a single seed)."
         + (" F1 per entity type in the type columns." if spec.per_type else "")
         + (
-            " ΔF1: F1 minus the full model's (umt trained the same way, with or without images; for the paper's "
-            "rows, the paper's UMT)."
+            " ΔF1: F1 minus the full model's (umt trained the same way, with the same backbone's images or without "
+            "images; for the paper's rows, the paper's UMT)."
             if not spec.per_type
             else ""
         )
+        + f" backbone: the frozen image network whose features the row's runs read; {DASH} for a row that reads none."
     ]
     against = (
         f"{spec.reference.label}'s"
         if spec.number == 2
-        else f"that of {spec.reference.label} trained the same way (with images, or with every image absent)"
+        else f"that of {spec.reference.label} trained the same way (with the same backbone's images, or with every "
+        "image absent)"
     )
     marked = [c for c in comparisons if c.b == spec.reference_for(c.a) and c.dataset in datasets]
     if marked:
@@ -281,7 +318,8 @@ def footnotes(
     if spec.paper:
         notes.append(
             f"paper: rows quoted from Yu et al. (2020), Table {spec.number} (single runs as printed there, "
-            "not recomputed); their significance marks (paired t-test) are not reproduced."
+            f"not recomputed; text+image rows with the paper's image backbone, {PAPER_BACKBONE}); their significance "
+            "marks (paired t-test) are not reproduced."
         )
     for choice in choices:
         if choice.chosen is not None and choice.system in spec.systems and choice.dataset in datasets:

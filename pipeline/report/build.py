@@ -1,6 +1,7 @@
 """From a folder of runs to a :class:`Report`: everything ``umt report`` shows and writes.
 
-collect (``runs``) -> one configuration per dataset and system, one run per seed (``choose``)
+collect (``runs``) -> one configuration per dataset and system (a model with one image backbone),
+one run per seed (``choose``)
 -> mean ± std per group (``aggregate``) -> significance of the table's comparisons
 (``significance``) -> the display table (``layout``) -> the case study (``cases``). The
 renderers (``render``, ``figures``) only read the Report.
@@ -60,8 +61,8 @@ class Report:
                 "name": self.table.name, "title": self.table.title, "datasets": list(self.table.datasets),
                 "columns": {d: list(c) for d, c in self.table.columns.items()},
                 "sections": [
-                    {"title": title, "rows": [{"label": r.label, "quoted": r.quoted, "cells": dict(r.cells)}
-                                              for r in rows]}
+                    {"title": title, "rows": [{"label": r.label, "backbone": r.backbone, "quoted": r.quoted,
+                                               "cells": dict(r.cells)} for r in rows]}
                     for title, rows in self.table.sections
                 ],
                 "footnotes": list(self.table.footnotes),
@@ -69,7 +70,8 @@ class Report:
             "groups": [
                 {
                     "dataset": g.dataset, "system": g.system.label, "model": g.system.model,
-                    "no_images": g.system.no_images, "seeds": list(g.seeds), "runs": [str(r.path) for r in g.runs],
+                    "no_images": g.system.no_images, "backbone": g.system.backbone, "seeds": list(g.seeds),
+                    "runs": [str(r.path) for r in g.runs],
                     "settings": dict(g.settings),
                     "precision": stat(s.precision), "recall": stat(s.recall), "f1": stat(s.f1),
                     "per_type_f1": {t: stat(v) for t, v in s.per_type.items()},

@@ -12,10 +12,14 @@ seeds of one configuration, never seeds of different ones. Per row the report ta
 - ``latest``: the configuration whose newest run finished last (metrics.json's modification time).
 - ``first``: the configuration of the first run found, in path order.
 
-``--where setting=value`` admits only the configurations trained with those values. Two
-finished runs of one configuration and seed are one too many: the same rule keeps one (the
-better dev F1, the later, the first found), and the other is a duplicate, listed as not counted
-with the run kept in its place.
+``--where setting=value`` admits only the configurations trained with those values, and
+``--where backbone=NAME`` only the rows whose images went through that backbone (a row that reads
+no images stays: the text-only baselines belong beside any backbone's rows). The backbone is not
+a setting of TrainConfig or ModelConfig but of the feature cache a run read, and it is part of
+the row (:class:`~umt.pipeline.report.runs.System`), so runs of two backbones are never one
+configuration. Two finished runs of one configuration and seed are one too many: the same rule
+keeps one (the better dev F1, the later, the first found), and the other is a duplicate, listed
+as not counted with the run kept in its place.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from umt.pipeline.errors import ConfigError, did_you_mean
 from umt.pipeline.metrics import pct
 from umt.pipeline.report.runs import NOT_SETTINGS, Group, Run, RunState, System
 from umt.pipeline.settings import parse_value, setting_name
+
+#: The ``--where`` name of the image backbone: no TrainConfig or ModelConfig setting, the row's own.
+BACKBONE = "backbone"
 
 
 def _place(group: Group) -> tuple[str, ...]:
@@ -59,14 +66,26 @@ PICKS = tuple(RUN_RANKS)
 
 def _condition(text: str) -> tuple[str, Any]:
     """One ``--where setting=value``: the setting's name and the value read as its type, as
-    ``--set`` reads them (``umt.pipeline.settings``)."""
+    ``--set`` reads them (``umt.pipeline.settings``); ``backbone=NAME``: the name as given."""
     name, sep, raw = text.partition("=")
     if not sep or not name.strip():
         raise ConfigError(f"--where {text!r}: expected setting=value, e.g. lr=5e-5")
+    if name.strip() == BACKBONE:
+        if not raw.strip():
+            raise ConfigError(f"--where {BACKBONE}=: name the image backbone, e.g. {BACKBONE}=resnet152")
+        return BACKBONE, raw.strip()
     key = setting_name(name, f"--where {text.strip()}")
     if key in NOT_SETTINGS:
         raise ConfigError(f"--where {key}: runs that differ only in {', '.join(NOT_SETTINGS)} are one configuration")
     return key, parse_value(key, raw, f"--where {key}={raw.strip()}")
+
+
+def _holds(group: Group, key: str, value: Any) -> bool:
+    """Whether ``group`` was trained with ``value`` of ``key``; a backbone condition holds for a
+    group that reads no images, which has no backbone to differ in."""
+    if key == BACKBONE:
+        return group.system.backbone in (None, value)
+    return group.settings.get(key) == value
 
 
 @dataclass(frozen=True)
@@ -91,7 +110,7 @@ class Pick:
         return cls(by, conditions)
 
     def admits(self, group: Group) -> bool:
-        return all(group.settings.get(key) == value for key, value in self.where.items())
+        return all(_holds(group, key, value) for key, value in self.where.items())
 
     @property
     def filter(self) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: The image backbone of the paper's text+image rows: Yu et al. read ResNet-152 grids (umt's default).
+PAPER_BACKBONE = "resnet152"
 #: The paper's entity types in its column order (Table 2: PER., LOC., ORG., MISC.).
 PAPER_TYPES = ("PER", "LOC", "ORG", "MISC")
 DATASETS = ("twitter2015", "twitter2017")

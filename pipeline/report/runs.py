@@ -2,10 +2,10 @@
 
 ``umt train`` writes ``runs/<dataset>/<model>/seed<N>``, but the report does not rely on that
 layout: it walks the whole tree, takes every folder holding ``config.json``, ``metrics.json``
-or ``last.pt`` as a run, and reads the run's identity (dataset, model, ``--no-images``, seed)
-and its settings from its ``config.json``. Nothing found is dropped without a word: a run that
-cannot be counted carries a :class:`RunState` and a note saying why, for the report's status
-section. Which finished runs a row counts (one configuration, one run per seed) is ``choose``'s.
+or ``last.pt`` as a run, and reads the run's identity (dataset, model, ``--no-images``, image
+backbone, seed) and its settings from its ``config.json``. Nothing found is dropped without a
+word: a run that cannot be counted carries a :class:`RunState` and a note saying why, for the
+report's status section. Which finished runs a row counts (one configuration, one run per seed) is ``choose``'s.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -44,14 +44,25 @@ class RunState(str, Enum):
 
 @dataclass(frozen=True)
 class System:
-    """One row of a table: a registered model, trained with images or with ``--no-images``."""
+    """One row of a table: a registered model, trained with images or with ``--no-images``, and the
+    image backbone whose features it read (None for a run that reads no images: a text-only model,
+    ``--no-images``). Runs of one model with two backbones are two systems, so two rows: features of
+    another network are another input, never another seed of the same experiment."""
 
     model: str
     no_images: bool = False
+    backbone: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The model, marked when trained without images: a row's name beside the table's backbone column."""
+        return f"{self.model} (no images)" if self.no_images else self.model
 
     @property
     def label(self) -> str:
-        return f"{self.model} (no images)" if self.no_images else self.model
+        """The name with the backbone where there is one (``"umt (vgg16)"``): what tells two systems
+        apart away from the backbone column (significance tests, notes, case studies, figures)."""
+        return f"{self.name} ({self.backbone})" if self.backbone is not None else self.name
 
     @property
     def multimodal(self) -> bool:
@@ -116,6 +127,21 @@ def _settings(config: RunConfig) -> dict[str, Any]:
     return {name: value for name, value in values.items() if name not in NOT_SETTINGS}
 
 
+def _backbone(config: RunConfig, origin: Path) -> str | None:
+    """The image backbone of the feature cache the run read (config.json's ``features.manifest.backbone``);
+    None when it read no images. A recorded cache that names no backbone is a damaged config: the
+    run's row could not say what its images went through."""
+    if config.cache is None or config.no_images:
+        return None
+    backbone = config.cache["manifest"].get("backbone")
+    if not (isinstance(backbone, str) and backbone.strip() and backbone.isprintable()):
+        raise ConfigError(
+            f"{origin}: damaged run config (features.manifest.backbone must name the image backbone, "
+            f"found {backbone!r:.60})"
+        )
+    return backbone
+
+
 def _relative(message: str, folder: Path) -> str:
     """A run file's error message with the run's own folder left out (the report shows it beside)."""
     return message.replace(f"{folder}{os.sep}", "")
@@ -154,11 +180,12 @@ def read_run(path: Path) -> Run:
     run = RunDir(path)
     try:
         config = run.config()
+        backbone = _backbone(config, path / RunDir.CONFIG)
     except ConfigError as e:
         return Run(path, RunState.HALF_WRITTEN, _relative(str(e), path))
     identity = {
         "dataset": config.dataset,
-        "system": System(config.model, config.no_images),
+        "system": System(config.model, config.no_images, backbone),
         "seed": config.train_cfg.seed,
         "settings": _settings(config),
     }
@@ -215,9 +242,15 @@ def _beside(groups: Sequence[Group], dataset: str, model: str) -> Path | None:
 def missing_runs(runs: Sequence[Run], groups: Sequence[Group], systems: Sequence[System], root: Path) -> list[Run]:
     """What a table made of ``systems`` lacks on each dataset that has finished runs: a system with no
     finished run there, or a seed that other systems of the table have. Runs already listed in
-    ``runs`` (interrupted, failed, empty folders) are not listed again."""
+    ``runs`` (interrupted, failed, empty folders) are not listed again; a row with no backbone yet
+    (a model none of whose runs finished) counts the model's runs with any backbone as tried."""
     listed = {(run.dataset, run.system, run.seed) for run in runs} | {run.path for run in runs}
-    tried = {(run.dataset, run.system) for run in runs if run.system is not None}
+    tried = {
+        (run.dataset, system)
+        for run in runs
+        if run.system is not None
+        for system in (run.system, replace(run.system, backbone=None))
+    }
     by_key = {(g.dataset, g.system): g for g in groups}
     missing = []
     for dataset in sorted({g.dataset for g in groups}):
