@@ -25,6 +25,7 @@ from umt.pipeline.errors import USER_ERRORS, ConfigError, UmtError  # noqa: E402
 from umt.pipeline.models.config import ModelConfig  # noqa: E402
 from umt.pipeline.tracking import parse_log_to  # noqa: E402
 from umt.pipeline.train_config import TrainConfig  # noqa: E402
+from umt.pipeline.vision.backbones import backbone_names, get_backbone  # noqa: E402
 from umt.stages import requests  # noqa: E402
 
 
@@ -81,6 +82,16 @@ _QUANTIZE_HELP = "none (fp32) or int8: int8 dynamic quantization of the linear l
 _LOG_TO_HELP = (
     "Experiment trackers of each run, comma-separated: tensorboard (RUN/tb/), mlflow (RUN/mlflow.db, or "
     "--tracking-uri), wandb (offline, RUN/wandb/). Off by default; docs/training.md, Tracking."
+)
+_BACKBONE_HELP = (
+    "Frozen image backbone: "
+    + "; ".join(f"{b.name} ({b.grid})" for b in (get_backbone(n) for n in backbone_names()))
+    + ". docs/image-features.md, Backbones."
+)
+_WEIGHTS_HELP = (
+    "The backbone's weights. torchvision CNNs: imagenet (torchvision's download; default), random (tests, demos) "
+    "or a state_dict PATH. ViTs: a Hugging Face name (default: the backbone's) or local folder with safetensors "
+    "weights, or random."
 )
 _TRACKING_URI_HELP = "MLflow store for --log-to mlflow, e.g. sqlite:///runs/mlflow.db (default: RUN/mlflow.db)."
 
@@ -203,12 +214,10 @@ def extract_images_cmd(
         None, help="With --images: extract only the ids listed in FILE, one per line."
     ),
     out: Path | None = typer.Option(
-        None, help="Cache file to write (default with --dataset: <root>/<name>_resnet152.h5; required with --images)."
+        None, help="Cache file to write (default with --dataset: <root>/<name>_<backbone>.h5; required with --images)."
     ),
-    weights: str = typer.Option(
-        _X.weights,
-        help="ResNet-152 weights: imagenet (torchvision download), random (tests, demos) or a state_dict PATH.",
-    ),
+    backbone: str = typer.Option(_X.backbone, help=_BACKBONE_HELP),
+    weights: str | None = typer.Option(None, help=_WEIGHTS_HELP, show_default=False),
     dtype: str = typer.Option(_X.dtype, help="Storage dtype of the grids: float16 or float32."),
     device: str = typer.Option(_X.device, help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(_X.batch_size, help="Images per forward pass (fixed for a resumed run)."),
@@ -224,7 +233,8 @@ def extract_images_cmd(
         False, help="Replace an existing cache or unfinished work made with other settings."
     ),
 ) -> None:
-    """Stage one: run a frozen ResNet-152 over the images into an HDF5 cache (7x7x2048 per image).
+    """Stage one: run a frozen image backbone over the images into an HDF5 cache (ResNet-152's 7x7x2048
+    grid per image by default; --backbone for the others).
 
     Resumable: after an interruption, run the same command again.
     """
@@ -237,6 +247,7 @@ def extract_images_cmd(
             images=images,
             ids_from=ids_from,
             out=out,
+            backbone=backbone,
             weights=weights,
             dtype=dtype,
             device=device,
@@ -300,7 +311,14 @@ def train_cmd(
         "with its vocabulary file beside it (or their folder), or 'random' for random embeddings.",
     ),
     features: Path | None = typer.Option(
-        None, help="Image-feature cache from `umt extract-images` (default: the one written for --dataset)."
+        None,
+        help="Image-feature cache from `umt extract-images` (default: the one written for --dataset and --backbone).",
+    ),
+    backbone: str | None = typer.Option(
+        None,
+        help="Image backbone of the features: finds <root>/<dataset>_<backbone>.h5 without --features and refuses a "
+        "cache of another (default: resnet152's cache, or any --features). The model takes the cache's grid shape.",
+        show_default=False,
     ),
     no_images: bool = typer.Option(
         False, "--no-images", help="Train a multimodal model with every image absent (no cache needed)."
@@ -374,6 +392,7 @@ def train_cmd(
             seeds=seed_list,
             out=out,
             features=features,
+            backbone=backbone,
             no_images=no_images,
             resume=resume,
             overwrite=overwrite,
@@ -767,7 +786,16 @@ def reproduce_cmd(
     features: Path | None = typer.Option(
         None, help="Image-feature cache (default: the dataset's; extracted first when it is missing)."
     ),
-    weights: str = typer.Option(_X.weights, help="ResNet-152 weights for an extraction this command runs."),
+    backbone: str = typer.Option(
+        requests.DEFAULT_BACKBONE,
+        help="Image backbone of every text+image system: its default cache, extracted first when missing; "
+        "runs of another backbone than resnet152 go to RUNS/<dataset>/<model>_<backbone>/.",
+    ),
+    weights: str | None = typer.Option(
+        None,
+        help="Weights for an extraction this command runs (as `umt extract-images --weights`).",
+        show_default=False,
+    ),
     no_images: bool = typer.Option(False, "--no-images", help="Train the multimodal systems with every image absent."),
     recipe: str = typer.Option(
         "paper",
@@ -801,6 +829,7 @@ def reproduce_cmd(
             word_vectors=vectors_source(word_vectors),
             features=features,
             no_images=no_images,
+            backbone=backbone,
             weights=weights,
             runs=runs,
             device=device,

@@ -14,6 +14,7 @@ median of each is reported. Without ``--images`` it writes photo-like 500x375 JP
 of a typical tweet image) to a temporary folder.
 
     python benchmarks/bench_extract.py --num-images 96 --batch-size 16 --num-workers 1
+    python benchmarks/bench_extract.py --backbone vit-b16 --num-images 32   # any registered backbone
     python benchmarks/bench_extract.py --images ../shared/data/mner-real-sample/twitter_2017/images/train
 """
 
@@ -37,9 +38,10 @@ from rich.table import Table
 
 from umt.cache.format import Status
 from umt.pipeline.runtime.devices import resolve_device
-from umt.pipeline.vision.backbone import GridExtractor, build_extractor
-from umt.pipeline.vision.decode import decode
+from umt.pipeline.vision.backbones import DEFAULT_BACKBONE, backbone_names, get_backbone
+from umt.pipeline.vision.decode import Resize, decode
 from umt.pipeline.vision.extract import AUTOCAST_DTYPE
+from umt.pipeline.vision.grid_extractor import GridExtractor
 from umt.stages.extract_images import run
 from umt.stages.requests import ExtractRequest
 
@@ -60,14 +62,14 @@ def write_photos(folder: Path, count: int, seed: int) -> None:
         Image.fromarray(pixels).save(folder / f"{i:06d}.jpg", quality=JPEG_QUALITY)
 
 
-def predecode(folder: Path, batch_size: int, device: torch.device) -> list[torch.Tensor]:
+def predecode(folder: Path, batch_size: int, device: torch.device, resize: Resize) -> list[torch.Tensor]:
     """The folder's images decoded exactly as the job decodes them, in batches on ``device``."""
     pixels = []
     for path in sorted(folder.iterdir()):
-        decoded = decode(path)
+        decoded = decode(path, resize)
         if decoded.status is Status.OK:
-            pixels.append(torch.from_numpy(decoded.pixels))  # (224, 224, 3) uint8
-    stacked = torch.stack(pixels)  # (N, 224, 224, 3)
+            pixels.append(torch.from_numpy(decoded.pixels))  # (H_in, W_in, 3) uint8
+    stacked = torch.stack(pixels)  # (N, H_in, W_in, 3)
     return [batch.to(device) for batch in stacked.split(batch_size)]
 
 
@@ -80,7 +82,7 @@ def bare_rate(extractor: GridExtractor, batches: list[torch.Tensor], dtype: str,
             torch.cuda.synchronize()
         started = time.perf_counter()
         for pixels in batches:
-            extractor(pixels).to(getattr(torch, dtype))  # (B, 7, 7, 2048)
+            extractor(pixels).to(getattr(torch, dtype))  # (B, rows, cols, C)
         if on_gpu:
             torch.cuda.synchronize()
     return sum(len(b) for b in batches) / (time.perf_counter() - started)
@@ -114,7 +116,8 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=None, help="[default: the command's default]")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float16")
-    parser.add_argument("--weights", default="random", help="imagenet, random or a state_dict path")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names())
+    parser.add_argument("--weights", default="random", help="as `umt extract-images --weights` [default: random]")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads [default: torch's]")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -130,14 +133,16 @@ def main() -> None:
             folder = work / "images"
             folder.mkdir()
             write_photos(folder, args.num_images, args.seed)
-        batches = predecode(folder, args.batch_size, device)
-        extractor = build_extractor(args.weights).to(device)
+        backbone = get_backbone(args.backbone)
+        batches = predecode(folder, args.batch_size, device, backbone.resize)
+        extractor = backbone.build(args.weights).to(device)
         rows = []
         for round_index in range(args.rounds):
             bare = bare_rate(extractor, batches, args.dtype, device)
             config = ExtractRequest(
                 images=folder,
                 out=work / f"round{round_index}.h5",
+                backbone=args.backbone,
                 weights=args.weights,
                 dtype=args.dtype,
                 device=args.device,
@@ -149,7 +154,8 @@ def main() -> None:
             (work / f"round{round_index}.h5").unlink()
     images = sum(len(b) for b in batches)
     title = (
-        f"resnet152 on {device} ({torch.get_num_threads()} threads), {images} images from {folder.name}, "
+        f"{args.backbone} ({backbone.grid}) on {device} ({torch.get_num_threads()} threads), {images} images "
+        f"from {folder.name}, "
         f"batch {args.batch_size}, workers {args.num_workers if args.num_workers is not None else 'default'}, "
         f"{args.dtype}"
     )

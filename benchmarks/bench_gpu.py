@@ -245,11 +245,12 @@ def full_rates_with(config: ExtractRequest, autocast: str | None) -> tuple[float
 
 def bare_rows(report: Report, folder: Path, precisions: tuple[str, ...], device: torch.device) -> dict:
     """One bare row per precision, over the folder's images decoded onto the device; {precision: img/s}."""
-    from umt.pipeline.vision.backbone import build_extractor
+    from umt.pipeline.vision.backbones import get_backbone
 
     args = report.args
-    batches = predecode(folder, args.extract_batch_size, device)
-    extractor = build_extractor("random").to(device)
+    resnet152 = get_backbone("resnet152")
+    batches = predecode(folder, args.extract_batch_size, device, resnet152.resize)
+    extractor = resnet152.build("random").to(device)
     note = f"{sum(len(b) for b in batches)} images, batch {args.extract_batch_size}"
     rates: dict = {}
     for name in precisions:

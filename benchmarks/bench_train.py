@@ -103,7 +103,7 @@ class Bench:
         feats = features if self.recipe.multimodal else None
         self.train = MnerDataset(data["train"], self.text, vocab, feats, name="train")
         self.dev = MnerDataset(data["valid"], self.text, vocab, feats, name="dev")
-        self.collate = Collator(self.text, with_images=feats is not None)
+        self.collate = Collator(self.text, feats.shape if feats is not None else None)
 
     def model(self):
         seed_everything(1)
@@ -290,7 +290,7 @@ def _extraction(count: int, device: str) -> dict:
     """Stage one's bare backbone rate against the whole command's (see bench_extract)."""
     from bench_extract import bare_rate, full_rates, predecode, write_photos
 
-    from umt.pipeline.vision.backbone import build_extractor
+    from umt.pipeline.vision.backbones import get_backbone
     from umt.stages.requests import ExtractRequest
 
     dev = resolve_device(device)
@@ -298,7 +298,10 @@ def _extraction(count: int, device: str) -> dict:
         folder = Path(tmp) / "images"
         folder.mkdir()
         write_photos(folder, count, 0)
-        bare = bare_rate(build_extractor("random").to(dev), predecode(folder, 16, dev), "float16", dev)
+        resnet152 = get_backbone("resnet152")
+        bare = bare_rate(
+            resnet152.build("random").to(dev), predecode(folder, 16, dev, resnet152.resize), "float16", dev
+        )
         request = ExtractRequest(images=folder, out=Path(tmp) / "f.h5", weights="random", device=device, batch_size=16)
         steady, end_to_end = full_rates(request)
     return {"images": count, "bare_img_per_s": bare, "full_img_per_s": steady, "end_to_end_img_per_s": end_to_end,

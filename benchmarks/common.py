@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from umt.cache.format import CacheWriter, Status
+from umt.cache.grid import GridShape
 from umt.cache.manifest import dumps, ids_digest
 
 #: Random encoders of the sizes the timings are about: (hidden, layers, heads).
@@ -26,12 +27,15 @@ def write_random_cache(path: Path, ids: Sequence[str], dtype: str = "float16", s
     manifest = {
         "format_version": 1,
         "backbone": "resnet152",
+        "layer": "layer4",
+        "grid": [7, 7],
+        "channels": 2048,
         "weights": {"source": "random", "seed": seed},
         "preprocessing": {"resize": [224, 224], "interpolation": "bilinear"},
         "dtype": dtype,
         "plan": {"ids_sha256": ids_digest(ids), "total": len(ids), "chunk_size": _CHUNK},
     }
-    with CacheWriter(path, path.with_name(path.name + ".tmp"), len(ids), dtype) as writer:
+    with CacheWriter(path, path.with_name(path.name + ".tmp"), len(ids), dtype, GridShape(7, 7, 2048)) as writer:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             grids = rng.random((len(chunk), 7, 7, 2048), dtype=np.float32).astype(dtype)

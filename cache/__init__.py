@@ -15,11 +15,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "BLOCKS": "umt.cache.grid",
-    "CHANNELS": "umt.cache.grid",
-    "GRID": "umt.cache.grid",
     "CacheError": "umt.cache.errors",
     "FeatureCache": "umt.cache.reader",
+    "GridShape": "umt.cache.grid",
     "Status": "umt.cache.format",
     "UnknownImageError": "umt.cache.reader",
     "default_cache_path": "umt.cache.paths",

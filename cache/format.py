@@ -10,16 +10,17 @@ Layout (N images, rows in the order of ``/ids``)::
     /ids       (N,)              UTF-8 strings, distinct, sorted by code point
     /status    (N,)              uint8 HDF5 enum {ok: 0, missing: 1, unreadable: 2}
     /reason    (N,)              UTF-8 strings: "" when ok, else why the image has no grid
-    /features  (N, 7, 7, 2048)   float16 or float32 (the manifest's "dtype"): the output of the
-                                 backbone's last convolutional block, (grid row, grid column,
-                                 channel); all zeros where the status is not ok
+    /features  (N, H, W, C)      float16 or float32 (the manifest's "dtype"): the backbone's
+                                 grid (grid row, grid column, channel), of the shape the
+                                 manifest records ("grid": [H, W], "channels": C; 7 x 7 x 2048 for
+                                 the paper's ResNet-152); all zeros where the status is not ok
 
 Why this shape: ``/features`` is chunked one image per HDF5 chunk and stored uncompressed, so a
 reader fetches one image's grid with one small read, from any number of processes, without
 touching the others. Rows of failed images are never written: HDF5 allocates no chunk for
 them and reads them as its fill value, zero, so a folder of missing images costs no disk.
-Channels come last so that ``features[i].reshape(49, 2048)`` is the paper's sequence of 49
-block vectors in raster order. The status lives beside the grid rather
+Channels come last so that ``features[i].reshape(H * W, C)`` is the sequence of block vectors in
+raster order (the paper's 49 blocks of 2048). The status lives beside the grid rather
 than being inferred from zeros, so a failed image can never pass for a real one, and the reason
 tells the user what to fix. The enum type makes the status readable by any HDF5 tool.
 
@@ -38,7 +39,7 @@ import h5py
 import numpy as np
 
 from umt.cache.durable import fsync_dir
-from umt.cache.grid import CHANNELS, GRID
+from umt.cache.grid import GridShape
 
 FORMAT_NAME = "umt-feature-cache"
 FORMAT_VERSION = 1
@@ -88,13 +89,14 @@ class CacheWriter:
     ``path`` is untouched.
     """
 
-    def __init__(self, path: Path, tmp_path: Path, total: int, dtype: str):
+    def __init__(self, path: Path, tmp_path: Path, total: int, dtype: str, shape: GridShape):
         if dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage dtype must be one of {STORAGE_DTYPES}, not {dtype!r}")
         self.path = Path(path)
         self.tmp_path = Path(tmp_path)
         self.total = total
         self.rows = 0
+        self.shape = shape
         # The temporary name is ours (the output's lock is held): a file left there by a crash, or a
         # link planted there, is removed rather than written through ("w" would truncate its target).
         self.tmp_path.unlink(missing_ok=True)
@@ -105,16 +107,16 @@ class CacheWriter:
         # maxshape lets HDF5 accept one-image chunks even when N is 0 (an empty shard).
         self._file.create_dataset(
             FEATURES,
-            shape=(total, GRID, GRID, CHANNELS),
-            maxshape=(None, GRID, GRID, CHANNELS),
-            chunks=(1, GRID, GRID, CHANNELS),
+            shape=(total, *shape.stored),
+            maxshape=(None, *shape.stored),
+            chunks=(1, *shape.stored),
             dtype=dtype,
         )
 
     def append(self, ids: list[str], status: np.ndarray, reasons: list[str], grids: np.ndarray) -> None:
         """Write the next ``len(ids)`` rows.
 
-        ``grids`` holds the (n_ok, 7, 7, 2048) grids of the rows whose status is OK, in order,
+        ``grids`` holds the (n_ok, H, W, C) grids of the rows whose status is OK, in order,
         in the storage dtype; the other rows stay unwritten, i.e. zero.
         """
         n = len(ids)
@@ -124,6 +126,8 @@ class CacheWriter:
         ok_rows = np.flatnonzero(status == Status.OK)
         if grids.shape[0] != len(ok_rows):
             raise ValueError(f"{len(ok_rows)} rows are ok but {grids.shape[0]} grids were given")
+        if tuple(grids.shape[1:]) != self.shape.stored:
+            raise ValueError(f"grids of shape {tuple(grids.shape[1:])} given to a cache of {self.shape} grids")
         end = self.rows + n
         if end > self.total:
             raise ValueError(f"writing rows {self.rows}..{end} into a cache of {self.total}")

@@ -148,14 +148,14 @@ def merge_shards(out: Path, shard_paths: Sequence[Path], overwrite: bool = False
         counts = {s.label: 0 for s in Status}
         with exclusive_lock(out):
             tmp = out.with_name(out.name + ".merging")
-            with CacheWriter(out, tmp, len(ids), shards[0].dtype) as writer:
+            with CacheWriter(out, tmp, len(ids), shards[0].dtype, shards[0].shape) as writer:
                 for position, first, n in _runs(sources):
                     cache = shards[position]
                     rows_ids = cache.ids[first : first + n]
                     labels = [cache.status(i) for i in rows_ids]
                     status = np.asarray([Status[label.upper()] for label in labels], dtype=np.uint8)
                     reasons = [cache.reason(i) for i in rows_ids]
-                    grids = cache.stored_rows(first, first + n)[status == Status.OK]  # (n_ok, 7, 7, 2048)
+                    grids = cache.stored_rows(first, first + n)[status == Status.OK]  # (n_ok, H, W, C)
                     writer.append(rows_ids, status, reasons, grids)
                     for label in labels:
                         counts[label] += 1

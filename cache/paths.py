@@ -7,12 +7,10 @@ from pathlib import Path
 
 from umt.cache.errors import CacheError
 
-#: ``<data root>/<dataset>_resnet152.h5``, beside the ``<dataset>_images/`` folder it is made from.
-CACHE_SUFFIX = "_resnet152.h5"
 
-
-def default_cache_path(data_root: Path | str, dataset: str) -> Path:
-    return Path(data_root) / f"{dataset}{CACHE_SUFFIX}"
+def default_cache_path(data_root: Path | str, dataset: str, backbone: str) -> Path:
+    """``<data root>/<dataset>_<backbone>.h5``, beside the ``<dataset>_images/`` folder it is made from."""
+    return Path(data_root) / f"{dataset}_{backbone}.h5"
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ file's metadata alone, :class:`FeatureCache` checks that
 - /ids, /status, /reason and /features are datasets of this file reached by hard links: no soft
   or external link, no virtual dataset, no external raw storage (each makes libhdf5 read other
   files), and no filter but deflate, shuffle, fletcher32 and lzf;
+- the manifest records a grid shape (H, W, C) within ``umt.cache.grid``'s bounds;
 - /ids and /reason hold variable-length strings and /status uint8 codes (the layout's enum), all
-  n of them, and /features is (n, 7, 7, 2048) in exactly the manifest's storage dtype;
-- no chunk inflates to more than 16 float32 grids (6.4 MB), since a read decodes whole chunks;
+  n of them, and /features is (n, H, W, C) in exactly the manifest's storage dtype;
+- no chunk inflates to more than 6.4 MB (16 float32 grids of ResNet-152), since a read decodes
+  whole chunks;
 - the file has room for n rows: /ids and /reason have 16 bytes of storage per row (one written
   variable-length string), /status one byte, and the file on disk is at least their sum long,
   so what is read next costs no more than the file really holds. /features needs no storage:
@@ -53,7 +55,7 @@ from umt.cache.format import (
     STORAGE_DTYPES,
     Status,
 )
-from umt.cache.grid import BLOCKS, CHANNELS, GRID
+from umt.cache.grid import GridShape, GridShapeError
 from umt.cache.manifest import mismatches
 
 if TYPE_CHECKING:  # torch loads on the first get(): opening a cache stays fast
@@ -68,9 +70,8 @@ MAX_MANIFEST_CHARS = 1 << 20
 MAX_MANIFEST_DEPTH = 32
 #: Dataset storage of one written variable-length string: length, global heap address, index.
 VLEN_BYTES = 16
-#: A read inflates whole chunks, so none may hold more than this many float32 grids (6.4 MB).
-MAX_CHUNK_GRIDS = 16
-MAX_CHUNK_BYTES = MAX_CHUNK_GRIDS * BLOCKS * CHANNELS * np.dtype(np.float32).itemsize
+#: A read inflates whole chunks, so none may hold more than this (16 float32 ResNet-152 grids).
+MAX_CHUNK_BYTES = 16 * 7 * 7 * 2048 * np.dtype(np.float32).itemsize
 #: Filters h5py applies itself. Others are lossy (scaleoffset, nbit) or a plugin loaded on read.
 READABLE_FILTERS = {
     h5py.h5z.FILTER_DEFLATE: "deflate",
@@ -227,17 +228,26 @@ def _dataset(path: Path, f: h5py.File, name: str) -> h5py.Dataset:
     return dataset
 
 
-def _rows(path: Path, datasets: dict[str, h5py.Dataset]) -> int:
+def _grid_shape(path: Path, manifest: dict[str, Any]) -> GridShape:
+    try:
+        return GridShape.from_manifest(manifest)
+    except GridShapeError as e:
+        raise _damaged(path, str(e)) from None
+
+
+def _rows(path: Path, datasets: dict[str, h5py.Dataset], grid: GridShape) -> int:
     """n, the row count all four datasets share (a scalar or empty dataspace has none)."""
     shapes = {name: dataset.shape for name, dataset in datasets.items()}
     n = shapes[IDS][0] if shapes[IDS] else None
-    expected = {IDS: (n,), STATUS: (n,), REASON: (n,), FEATURES: (n, GRID, GRID, CHANNELS)}
+    expected = {IDS: (n,), STATUS: (n,), REASON: (n,), FEATURES: (n, *grid.stored)}
     if n is None or shapes != expected:
+        rows, cols, channels = grid.stored
         raise _damaged(
             path,
             "its datasets have the shapes "
             + ", ".join(f"/{name} {shape}" for name, shape in shapes.items())
-            + f"; expected (n,) for /ids, /status and /reason and (n, {GRID}, {GRID}, {CHANNELS}) for /features",
+            + f"; expected (n,) for /ids, /status and /reason and (n, {rows}, {cols}, {channels}) for /features"
+            + " (the manifest's grid)",
         )
     return n
 
@@ -360,6 +370,7 @@ class FeatureCache:
     manifest: dict[str, Any]
     ids: list[str]
     dtype: str  # the storage dtype of /features, "float16" or "float32"
+    shape: GridShape  # one image's grid, as the manifest records it
 
     def __init__(self, path: Path | str, expect: dict[str, Any] | None = None):
         self.path = Path(path)
@@ -387,8 +398,9 @@ class FeatureCache:
         _check_format(self.path, f)
         _check_version(self.path, f)
         self.manifest = _read_manifest(self.path, f)
+        self.shape = _grid_shape(self.path, self.manifest)
         datasets = {name: _dataset(self.path, f, name) for name in DATASETS}
-        n = _rows(self.path, datasets)
+        n = _rows(self.path, datasets, self.shape)
         _check_counts(self.path, self.manifest, n)
         _check_types(self.path, datasets, _storage_dtype(self.path, self.manifest))
         for name, dataset in datasets.items():
@@ -439,17 +451,17 @@ class FeatureCache:
         return self._reasons[self._row_of(image_id)]
 
     def get(self, image_id: str) -> tuple[torch.Tensor, bool]:
-        """The image's (49, 2048) float32 grid and True, or zeros and False when it has none."""
+        """The image's (blocks, C) float32 grid and True, or zeros and False when it has none."""
         import torch
 
         row = self._row_of(image_id)
         if self._status[row] != Status.OK:
-            return torch.zeros(BLOCKS, CHANNELS), False
-        grid = self._stored(row, f"the grid of image {image_id!r}")  # (7, 7, 2048) in the storage dtype
-        return torch.from_numpy(grid.astype(np.float32).reshape(BLOCKS, CHANNELS)), True  # (49, 2048)
+            return torch.zeros(self.shape.sequence), False
+        grid = self._stored(row, f"the grid of image {image_id!r}")  # (H, W, C) in the storage dtype
+        return torch.from_numpy(grid.astype(np.float32).reshape(self.shape.sequence)), True  # (H * W, C)
 
     def stored_rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` of ``/features`` as stored, (n, 7, 7, 2048): for bulk copies."""
+        """Rows ``start:stop`` of ``/features`` as stored, (n, H, W, C): for bulk copies."""
         return self._stored(slice(start, stop), f"rows {start}..{stop} of /{FEATURES}")
 
     def _stored(self, rows: int | slice, what: str) -> np.ndarray:

@@ -29,6 +29,7 @@ import numpy as np
 from umt.cache import durable
 from umt.cache.errors import CacheError
 from umt.cache.format import CacheWriter, Status
+from umt.cache.grid import GridShape
 from umt.cache.manifest import dumps, mismatches, normalise
 
 PLAN_FILE = "plan.json"
@@ -114,7 +115,7 @@ class Chunk:
     ids: list[str]
     status: np.ndarray  # (n,) uint8 Status codes
     reasons: list[str]
-    grids: np.ndarray  # (n_ok, 7, 7, 2048) storage dtype: the rows whose status is OK, in order
+    grids: np.ndarray  # (n_ok, H, W, C) storage dtype: the rows whose status is OK, in order
 
 
 class WorkDir:
@@ -183,8 +184,9 @@ class WorkDir:
 
         atomic_write(self.chunk_path(index), write)
 
-    def read_chunk(self, index: int) -> Chunk:
-        """The chunk's rows; a damaged chunk file is removed and reported, so a rerun redoes it."""
+    def read_chunk(self, index: int, shape: GridShape) -> Chunk:
+        """The chunk's rows, grids of ``shape``; a damaged chunk file is removed and reported, so a
+        rerun redoes it."""
         path = self.chunk_path(index)
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -202,6 +204,11 @@ class WorkDir:
         if chunk.ids != self.plan.chunk(index):
             path.unlink(missing_ok=True)
             raise CacheError(f"work file {path} holds other ids than the plan; removed it, run again")
+        if chunk.grids.ndim != 4 or tuple(chunk.grids.shape[1:]) != shape.stored:
+            path.unlink(missing_ok=True)
+            raise CacheError(
+                f"work file {path} holds grids of shape {chunk.grids.shape}, not {shape}; removed it, run again"
+            )
         return chunk
 
     def missing_chunks(self) -> list[int]:
@@ -238,9 +245,10 @@ class WorkDir:
         assigned = self.plan.assigned_chunks()
         total = sum(len(self.plan.chunk(i)) for i in assigned)
         counts = {s.label: 0 for s in Status}
-        with CacheWriter(out, self.root / ASSEMBLY_FILE, total, manifest["dtype"]) as writer:
+        shape = GridShape.from_manifest(manifest)
+        with CacheWriter(out, self.root / ASSEMBLY_FILE, total, manifest["dtype"], shape) as writer:
             for index in assigned:
-                chunk = self.read_chunk(index)
+                chunk = self.read_chunk(index, shape)
                 writer.append(chunk.ids, chunk.status, chunk.reasons, chunk.grids)
                 for code in chunk.status:
                     counts[Status(code).label] += 1

@@ -1,7 +1,7 @@
 """``umt extract-images``: stage one, image files to an HDF5 feature cache.
 
 The stage reads as decode -> forward -> write: decoding workers (``umt.pipeline.vision.loader``)
-turn each planned chunk of ids into pixels, the frozen backbone (``umt.pipeline.vision.backbone``)
+turn each planned chunk of ids into pixels, the frozen backbone (``umt.pipeline.vision.backbones``)
 turns pixels into grids, and the cache's write transaction (``umt.cache.transaction``) stores
 each finished chunk durably and assembles the file. Lock, resume, up-to-date and refusal rules
 all live in the transaction.
@@ -32,6 +32,7 @@ from umt.cache.transaction import CacheTransaction
 from umt.cache.workdir import Plan
 from umt.pipeline.errors import ConfigError, UmtError
 from umt.pipeline.runtime.distributed import World, current_world, joined
+from umt.pipeline.vision.backbones import get_backbone
 from umt.pipeline.vision.sources import resolve_source
 from umt.stages.requests import DEFAULT_MAX_FAILURES, ExtractRequest
 from umt.stages.tables import cache_summary
@@ -75,6 +76,7 @@ def _extract_together(request: ExtractRequest, console: Console, world: World) -
         ids_from=request.ids_from,
         out=request.out,
         shard=None,
+        backbone=request.backbone,
     )
     out = source.out
     if out.exists() and not request.overwrite:
@@ -104,6 +106,7 @@ def _extract(request: ExtractRequest, console: Console) -> ExtractResult:
         ids_from=request.ids_from,
         out=request.out,
         shard=request.shard,
+        backbone=request.backbone,
     )
     processed, seconds = 0, 0.0
     with CacheTransaction(source.out, overwrite=request.overwrite) as tx:  # refuses a second writer at once
@@ -113,7 +116,14 @@ def _extract(request: ExtractRequest, console: Console) -> ExtractResult:
 
         device = resolve_device(request.device)
         manifest = extract.build_manifest(
-            source, request.weights, request.dtype, request.amp, request.batch_size, request.shard, device
+            source,
+            get_backbone(request.backbone),
+            request.weights,
+            request.dtype,
+            request.amp,
+            request.batch_size,
+            request.shard,
+            device,
         )
         shard = (request.shard.index, request.shard.count) if request.shard else (1, 1)
         plan = Plan(source.ids, request.batch_size, shard, fingerprint(manifest))
@@ -134,6 +144,7 @@ def _extract(request: ExtractRequest, console: Console) -> ExtractResult:
                     processed, seconds = extract.compute_chunks(
                         tx,
                         source,
+                        backbone=get_backbone(request.backbone),
                         weights=request.weights,
                         dtype=request.dtype,
                         amp=request.amp,

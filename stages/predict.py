@@ -8,7 +8,7 @@ appears whole. A bad line (not UTF-8, invalid JSON, an unknown key, no text, an 
 be found or read) is reported with its line number and the other lines still come out; with
 ``strict`` the first one is an error. An input of which nothing can be tagged is an error too,
 naming why, and leaves no output file. With ``explain``, each entity of a post with an image gets
-a PNG of the image with the entity's attention over the 7x7 grid laid over it.
+a PNG of the image with the entity's attention over the backbone's grid (7x7 for ResNet-152) laid over it.
 
 What the input names is confined: an ``image`` is found inside ``--images`` or the input's own
 folder (``--any-image-path`` lifts that), the output may not be the input, and neither the

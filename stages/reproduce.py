@@ -31,7 +31,7 @@ from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.report.paper import ABLATIONS, FULL_MODEL
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.train_config import TrainConfig
-from umt.stages.requests import ExtractRequest, ReportRequest, ReproduceRequest, TrainRequest
+from umt.stages.requests import ExtractRequest, ReportRequest, ReproduceRequest, TrainRequest, model_folder
 
 #: Table 3: the full model and its four ablations (as the report lays it out).
 TABLE3 = (FULL_MODEL, *ABLATIONS)
@@ -98,8 +98,9 @@ def plan(req: ReproduceRequest) -> list[Planned]:
                     model_cfg=model_cfg,
                     train_cfg=train_cfg,
                     seeds=req.seeds,
-                    out=req.runs / req.dataset / model,
+                    out=req.runs / req.dataset / model_folder(model, req.backbone),
                     features=req.features,
+                    backbone=req.backbone,
                     no_images=req.no_images,
                     resume=True,
                     explicit=explicit,
@@ -153,13 +154,19 @@ def run(req: ReproduceRequest, console: Console | None = None) -> dict:
     needs_images = not req.no_images and any(get_recipe(item.model).multimodal for item in planned)
     if needs_images and req.features is None:
         try:
-            features_path(None, req.data_root, req.dataset)
+            features_path(None, req.data_root, req.dataset, req.backbone)
         except ConfigError:
             from umt.stages import extract_images
 
             console.print(f"[bold]no feature cache for {escape(req.dataset)}: extracting the images first[/]")
             extract_images.run(
-                ExtractRequest(dataset=req.dataset, data_root=req.data_root, weights=req.weights, device=req.device),
+                ExtractRequest(
+                    dataset=req.dataset,
+                    data_root=req.data_root,
+                    backbone=req.backbone,
+                    weights=req.weights,
+                    device=req.device,
+                ),
                 console=console,
             )
 

@@ -22,6 +22,7 @@ from umt.pipeline.runtime.devices import check_device_name, check_quantize
 from umt.pipeline.sweep.space import SearchSpace, parse_space
 from umt.pipeline.tracking import check_log_to
 from umt.pipeline.train_config import TrainConfig
+from umt.pipeline.vision.backbones import DEFAULT_BACKBONE, get_backbone
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_FAILURES = 30
@@ -86,7 +87,8 @@ class ExtractRequest:
     images: Path | None = None
     ids_from: Path | None = None
     out: Path | None = None
-    weights: str = "imagenet"
+    backbone: str = DEFAULT_BACKBONE
+    weights: str | None = None  # None: the backbone's default_weights
     dtype: str = "float16"
     device: str = "auto"
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -97,6 +99,9 @@ class ExtractRequest:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        backbone = get_backbone(self.backbone)
+        if self.weights is None:
+            object.__setattr__(self, "weights", backbone.default_weights)
         if self.dtype not in STORAGE_DTYPES:
             raise ConfigError(f"--dtype {self.dtype!r}: expected one of {', '.join(STORAGE_DTYPES)}")
         if self.batch_size < 1:
@@ -117,6 +122,12 @@ class CacheMergeRequest:
     out: Path
     shards: list[Path] = field(default_factory=list)
     overwrite: bool = False
+
+
+def model_folder(model: str, backbone: str | None) -> str:
+    """A model's runs folder: its name, with the backbone's beside it when that is not the paper's
+    (``umt_vit-b16``), so runs of two backbones never share a folder."""
+    return model if backbone in (None, DEFAULT_BACKBONE) else f"{model}_{backbone}"
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,7 @@ class TrainRequest:
     seeds: tuple[int, ...] | None = None  # None: train_cfg.seed alone
     out: Path | None = None
     features: Path | None = None
+    backbone: str | None = None  # the cache's backbone; None: any with --features, else resnet152's cache
     no_images: bool = False
     resume: bool = False
     overwrite: bool = False
@@ -151,6 +163,8 @@ class TrainRequest:
     tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
+        if self.backbone is not None:
+            get_backbone(self.backbone)
         _check_settings(self.settings)
         check_log_to(self.log_to, self.tracking_uri)
         if self.explicit is None:
@@ -178,7 +192,7 @@ class TrainRequest:
 
     def run_dir(self, seed: int) -> Path:
         """``--out``, or ``runs/<dataset>/<model>/seed<N>``; with several seeds, one folder each under ``--out``."""
-        base = self.out if self.out is not None else Path("runs") / self.dataset / self.model
+        base = self.seeds_dir
         if self.out is None or len(self.seeds) > 1:
             return base / f"seed{seed}"
         return base
@@ -186,7 +200,9 @@ class TrainRequest:
     @property
     def seeds_dir(self) -> Path:
         """Where the summary over seeds goes."""
-        return self.out if self.out is not None else Path("runs") / self.dataset / self.model
+        return (
+            self.out if self.out is not None else Path("runs") / self.dataset / model_folder(self.model, self.backbone)
+        )
 
 
 #: Seconds between a sweep worker's heartbeats (a trial silent for twice this is retried).
@@ -455,8 +471,9 @@ class ReproduceRequest:
 
     ``settings`` are the recipe settings every system trains with (``paper`` unless
     ``--recipe default``); ``train_overrides`` are TrainConfig fields the user gave
-    (``--epochs`` ...): they replace those settings for every system. ``weights`` is the
-    backbone for an extraction the command has to run. ``log_to`` and ``tracking_uri``: every
+    (``--epochs`` ...): they replace those settings for every system. ``backbone`` is the image
+    backbone of every text+image run (its default cache, extracted first if missing, with
+    ``weights``). ``log_to`` and ``tracking_uri``: every
     run's trackers, as ``umt train``'s.
     """
 
@@ -468,7 +485,8 @@ class ReproduceRequest:
     word_vectors: str = ""
     features: Path | None = None
     no_images: bool = False
-    weights: str = "imagenet"
+    backbone: str = DEFAULT_BACKBONE
+    weights: str | None = None  # None: the backbone's default_weights
     runs: Path = Path("runs")
     device: str = "auto"
     train_overrides: dict = field(default_factory=dict)
@@ -478,6 +496,7 @@ class ReproduceRequest:
     tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
+        get_backbone(self.backbone)
         _check_settings(self.settings)
         check_log_to(self.log_to, self.tracking_uri)
         check_device_name(self.device)

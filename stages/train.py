@@ -85,7 +85,7 @@ def _check_inputs(req: TrainRequest, recipe: Recipe) -> tuple[dict[str, list[Pos
     for posts in splits.values():
         require_labels(posts, "`umt train` (every split)")
     if recipe.multimodal and not req.no_images:
-        features_path(req.features, req.data_root, req.dataset)
+        features_path(req.features, req.data_root, req.dataset, req.backbone)
     if not req.resume:  # a resumed run is checked with its own settings, once they are read
         recipe.check_inputs(req.model_cfg)
     vocab = LabelVocab.from_sequences(p.labels for posts in splits.values() for p in posts)
@@ -108,7 +108,7 @@ class _Session:
         self.world = world
         self.features, self.cache = None, None
         if recipe.multimodal and not req.no_images:
-            self.features, self.cache = open_features(req.features, req.data_root, req.dataset)
+            self.features, self.cache = open_features(req.features, req.data_root, req.dataset, req.backbone)
         elif req.features is not None and not recipe.multimodal:
             console.print(f"[yellow]note:[/] {escape(req.model)} is text-only; --features is ignored")
         self._prepared: dict[Any, tuple] = {}
@@ -221,6 +221,7 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
     from umt.pipeline.training.run import train_run
 
     req, console, splits, world = session.req, session.console, session.splits, session.world
+    model_cfg = _fit_to_features(model_cfg, session, run if resuming else None)
     text, data, stats = session.prepare(model_cfg, train_cfg)
     device = resolve_device(world.device(train_cfg.device))
     console.print(
@@ -265,6 +266,25 @@ def _train_one(session: _Session, run: RunDir, resuming: bool, model_cfg, train_
     console.print(metrics_table(metrics["test"], title))
     console.print(f"run directory: {escape(str(run.path))}")
     return metrics
+
+
+def _fit_to_features(model_cfg: ModelConfig, session: _Session, resumed: RunDir | None) -> ModelConfig:
+    """``model_cfg`` with the grid shape of the cache the run reads (its backbone's: ResNet-152's
+    7 x 7 x 2048, ViT-B/16's 14 x 14 x 768, ...). A resumed run keeps the shape it was built with,
+    so a cache of another shape is refused, as is a ``--set visual_dim``/``grid`` that contradicts it."""
+    if session.features is None:
+        return model_cfg
+    shape = session.features.shape
+    fitted = {"visual_dim": shape.channels, "grid": shape.blocks}
+    for name, value in fitted.items():
+        kept = getattr(model_cfg, name)
+        if kept != value and (resumed is not None or name in session.req.explicit):
+            origin = f"{resumed.path} was built for" if resumed is not None else f"--set {name}={kept} asks for"
+            raise ConfigError(
+                f"{origin} {name}={kept}, but {session.cache['path']} holds {shape} grids of "
+                f"{session.cache['manifest'].get('backbone')}: use a cache of the run's backbone"
+            )
+    return replace(model_cfg, **fitted)
 
 
 def _observers(req: TrainRequest, run: RunDir, hooks: _Hooks, world: World) -> list[TrainingObserver]:

@@ -115,21 +115,27 @@ def train_request(root: Path, encoder: Path, out: Path, **kw):
     )
 
 
-def write_grid_cache(path: Path, grids: dict, settings: dict | None = None) -> Path:
-    """A feature cache holding ``grids`` (image id -> (49, 2048) array, or None for a missing image),
-    written with the cache's own writer: what `umt extract-images` would leave, without a ResNet.
-    ``settings`` replace manifest entries (e.g. the real weights identity and preprocessing)."""
+def write_grid_cache(path: Path, grids: dict, settings: dict | None = None, backbone: str = "resnet152") -> Path:
+    """A feature cache of ``backbone`` holding ``grids`` (image id -> (blocks, C) array, or None for
+    a missing image), written with the cache's own writer: what `umt extract-images` would leave,
+    without running the backbone. ``settings`` replace manifest entries (e.g. the real weights
+    identity and preprocessing)."""
     import numpy as np
 
     from umt.cache.format import CacheWriter, Status
     from umt.cache.manifest import dumps, ids_digest
+    from umt.pipeline.vision.backbones import get_backbone
 
+    chosen = get_backbone(backbone)
+    shape = chosen.grid
     ids = list(grids)
     status = np.array([Status.OK if grids[i] is not None else Status.MISSING for i in ids], dtype=np.uint8)
-    present = [np.asarray(g, dtype=np.float32).reshape(7, 7, 2048) for g in grids.values() if g is not None]
+    present = [np.asarray(g, dtype=np.float32).reshape(shape.stored) for g in grids.values() if g is not None]
     manifest = {
         "format_version": 1,
-        "backbone": "resnet152",
+        "backbone": chosen.name,
+        "layer": chosen.layer,
+        **shape.to_manifest(),
         "weights": {"source": "random", "seed": 0},
         "preprocessing": {"resize": [224, 224], "interpolation": "bilinear"},
         "dtype": "float32",
@@ -137,8 +143,8 @@ def write_grid_cache(path: Path, grids: dict, settings: dict | None = None) -> P
         **(settings or {}),
     }
     reasons = ["" if g is not None else "missing: not drawn" for g in grids.values()]
-    with CacheWriter(path, path.with_name(path.name + ".tmp"), len(ids), "float32") as writer:
-        writer.append(ids, status, reasons, np.stack(present) if present else np.zeros((0, 7, 7, 2048), np.float32))
+    with CacheWriter(path, path.with_name(path.name + ".tmp"), len(ids), "float32", shape) as writer:
+        writer.append(ids, status, reasons, np.stack(present) if present else np.zeros((0, *shape.stored), np.float32))
         writer.finish(dumps(manifest))
     return path
 
@@ -158,23 +164,28 @@ def build_imaged_run(base: Path, root: Path, encoder: Path, model: str = "umt", 
     from umt.pipeline.data.layout import load_split
     from umt.pipeline.models.config import ModelConfig
     from umt.pipeline.train_config import TrainConfig
-    from umt.pipeline.vision.backbone import build_extractor, weights_identity
-    from umt.pipeline.vision.decode import PREPROCESSING, decode
+    from umt.pipeline.vision.backbones import get_backbone
+    from umt.pipeline.vision.decode import decode
     from umt.stages import train
     from umt.stages.requests import TrainRequest
 
     images = base / "images"
     images.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    extractor = build_extractor("random")
+    resnet152 = get_backbone("resnet152")
+    extractor = resnet152.build("random")
     grids = {p.image: None for split in ("train", "valid", "test") for p in load_split(root, "tiny", split)}
     for n, image_id in enumerate(IMAGED_IDS):
         pixels = rng.integers(0, 255, (40 + 4 * n, 56, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(images / f"{image_id}.png")
         with torch.inference_mode():
-            grid = extractor(torch.from_numpy(decode(images / f"{image_id}.png").pixels)[None])
+            grid = extractor(torch.from_numpy(decode(images / f"{image_id}.png", resnet152.resize).pixels)[None])
         grids[image_id] = grid[0].reshape(49, 2048).numpy()
-    settings = {"weights": weights_identity("random"), "preprocessing": PREPROCESSING, "dtype": "float32"}
+    settings = {
+        "weights": resnet152.weights_identity("random"),
+        "preprocessing": resnet152.preprocessing,
+        "dtype": "float32",
+    }
     cache = write_grid_cache(base / "tiny.h5", grids, settings)
     run = base / "run"
     train.run(

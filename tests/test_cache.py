@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from umt.cache import FeatureCache, Status, UnknownImageError, default_cache_path
 from umt.cache.format import CacheWriter
+from umt.cache.grid import GridShape
 from umt.cache.lock import exclusive_lock, lock_path
 from umt.cache.manifest import dumps, ids_digest, mismatches
 from umt.cache.merge import merge_shards
@@ -29,7 +30,8 @@ from umt.pipeline.errors import CacheError
 from umt.stages import cache_info
 from umt.stages.requests import CacheInfoRequest
 
-GRID_SHAPE = (7, 7, 2048)
+SHAPE = GridShape(7, 7, 2048)
+GRID_SHAPE = SHAPE.stored
 
 
 def _manifest(ids: list[str], **extra) -> dict:
@@ -37,6 +39,8 @@ def _manifest(ids: list[str], **extra) -> dict:
         "format_version": 1,
         "backbone": "resnet152",
         "weights": {"source": "random", "seed": 0},
+        "grid": [7, 7],
+        "channels": 2048,
         "preprocessing": {"resize": [224, 224], "interpolation": "bilinear"},
         "dtype": "float16",
         "plan": {"ids_sha256": ids_digest(ids), "total": len(ids), "chunk_size": 2},
@@ -51,7 +55,7 @@ def write_cache(path: Path, ids: list[str], status: list[Status], manifest: dict
     codes = np.array([int(s) for s in status], dtype=np.uint8)
     features[codes != Status.OK] = 0
     reasons = ["" if s is Status.OK else f"{s.label} because of test" for s in status]
-    with CacheWriter(path, path.with_name(path.name + ".tmp"), len(ids), "float16") as writer:
+    with CacheWriter(path, path.with_name(path.name + ".tmp"), len(ids), "float16", SHAPE) as writer:
         writer.append(ids, codes, reasons, features[codes == Status.OK])
         writer.finish(dumps(manifest))
     return features
@@ -151,7 +155,7 @@ def test_writer_places_grids_in_ok_rows_and_allocates_nothing_for_failures(tmp_p
     blocks = [[ok, ok, bad, ok], [bad, bad, ok, ok, ok]]  # runs of several ok rows, across appends
     rng = np.random.default_rng(1)
     expected, n = [], 0
-    with CacheWriter(out, tmp_path / "sparse.tmp", 9, "float32") as writer:
+    with CacheWriter(out, tmp_path / "sparse.tmp", 9, "float32", SHAPE) as writer:
         for block in blocks:
             codes = np.array(block, dtype=np.uint8)
             grids = rng.standard_normal((int((codes == ok).sum()), *GRID_SHAPE)).astype(np.float32)
@@ -170,14 +174,15 @@ def test_writer_places_grids_in_ok_rows_and_allocates_nothing_for_failures(tmp_p
 def test_writer_abandoned_leaves_no_file(tmp_path: Path):
     out = tmp_path / "never.h5"
     tmp = tmp_path / "never.h5.tmp"
-    with pytest.raises(RuntimeError), CacheWriter(out, tmp, 2, "float16") as writer:
+    with pytest.raises(RuntimeError), CacheWriter(out, tmp, 2, "float16", SHAPE) as writer:
         writer.append(["a"], np.zeros(1, np.uint8), [""], np.zeros((1, *GRID_SHAPE), np.float16))
         raise RuntimeError("crash while writing")
     assert not out.exists() and not tmp.exists()
 
 
 def test_default_cache_path_sits_beside_the_images():
-    assert default_cache_path(Path("data"), "twitter2017") == Path("data/twitter2017_resnet152.h5")
+    assert default_cache_path(Path("data"), "twitter2017", "resnet152") == Path("data/twitter2017_resnet152.h5")
+    assert default_cache_path(Path("data"), "twitter2017", "vit-b16") == Path("data/twitter2017_vit-b16.h5")
 
 
 class _Grids(Dataset):

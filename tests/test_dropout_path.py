@@ -20,6 +20,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+from umt.cache.grid import GridShape
 from umt.pipeline.data.batching import Collator, MnerDataset
 from umt.pipeline.data.types import Post
 from umt.pipeline.labels import LabelVocab
@@ -99,7 +100,9 @@ def _model_and_batch(name: str, encoder_dir) -> tuple[nn.Module, object]:
     model = recipe.build(config, vocab, text)
     rows = [MnerDataset(POSTS, text, vocab)[i] for i in range(len(POSTS))]
     grids = torch.randn(len(rows), 49, 2048)
-    batch = Collator(text, recipe.multimodal)([(item, grids[i], True) for i, (item, _, _) in enumerate(rows)])
+    batch = Collator(text, GridShape(7, 7, 2048) if recipe.multimodal else None)(
+        [(item, grids[i], True) for i, (item, _, _) in enumerate(rows)]
+    )
     return model, batch
 
 

@@ -170,7 +170,7 @@ def test_file_values_reach_config_json_and_a_flag_overrides_them(tiny_root, tiny
     [
         ("model: umt\nepochs: 2\nlrr: 1\n", 3, "unknown key 'lrr' for umt train (did you mean 'lr'?)"),
         ("dropout: 0.3\n", 1, "unknown key 'dropout' for umt train (a model or training setting: give it under set:"),
-        ("xyz: 1\n", 1, "unknown key 'xyz' for umt train; its keys: batch-size, data-root, dataset,"),
+        ("xyz: 1\n", 1, "unknown key 'xyz' for umt train; its keys: backbone, batch-size, data-root, dataset,"),
         ("model: umt\nepochs: 1.5\n", 2, "epochs '1.5': "),
         ("no-images: maybe\n", 1, "no-images 'maybe': "),
         ("model: umt\nset:\n  heads: 4\n  dropout: abc\n", 4, "--set dropout=abc: expected a float"),

@@ -22,7 +22,7 @@ from rich.console import Console
 from umt.cache import FeatureCache
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import CacheError, ConfigError, UmtError
-from umt.pipeline.vision.decode import MAX_PIXELS, decode, to_rgb
+from umt.pipeline.vision.decode import MAX_PIXELS, Resize, decode, to_rgb
 from umt.pipeline.vision.sources import resolve_source
 from umt.stages.extract_images import run
 from umt.stages.requests import ExtractRequest, Shard
@@ -201,7 +201,7 @@ def test_decode_to_rgb_rules():
 def test_decode_is_deterministic_and_sized(tmp_path: Path):
     path = tmp_path / "p.jpg"
     photo(500, 375).save(path, quality=85)
-    first, second = decode(path), decode(path)
+    first, second = decode(path, Resize()), decode(path, Resize())
     assert first.status.label == "ok" and first.pixels.shape == (224, 224, 3) and first.pixels.dtype == np.uint8
     assert np.array_equal(first.pixels, second.pixels)
     assert MAX_PIXELS == 8192 * 8192
@@ -230,7 +230,9 @@ def test_weights_file_is_loaded_folded_and_hashed(tmp_path: Path):
     """A state_dict from a file drives the grid: compare with torchvision's own unfolded network."""
     import torchvision
 
-    from umt.pipeline.vision.backbone import build_extractor, weights_identity
+    from umt.pipeline.vision.backbones import get_backbone
+
+    resnet152 = get_backbone("resnet152")
 
     torch.manual_seed(1)
     resnet = torchvision.models.resnet152(weights=None).eval()
@@ -240,7 +242,7 @@ def test_weights_file_is_loaded_folded_and_hashed(tmp_path: Path):
             module.running_var.uniform_(0.5, 2.0)
     path = tmp_path / "resnet.pth"
     torch.save({k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}, path)
-    extractor = build_extractor(str(path))
+    extractor = resnet152.build(str(path))
     pixels = torch.randint(0, 256, (1, 224, 224, 3), dtype=torch.uint8)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -249,10 +251,10 @@ def test_weights_file_is_loaded_folded_and_hashed(tmp_path: Path):
         expected = trunk((pixels.permute(0, 3, 1, 2).float() / 255 - mean) / std)  # (1, 2048, 7, 7)
         got = extractor(pixels)  # (1, 7, 7, 2048)
     torch.testing.assert_close(got, expected.permute(0, 2, 3, 1), rtol=1e-4, atol=1e-4 * expected.abs().max().item())
-    identity = weights_identity(str(path))
+    identity = resnet152.weights_identity(str(path))
     assert identity["source"] == "file" and len(identity["sha256"]) == 64
     path.write_bytes(path.read_bytes()[:-1] + b"x")
-    assert weights_identity(str(path))["sha256"] != identity["sha256"]
+    assert resnet152.weights_identity(str(path))["sha256"] != identity["sha256"]
 
 
 def test_offline_imagenet_is_one_clear_error(tmp_path: Path, monkeypatch, capsys):
@@ -314,5 +316,5 @@ def test_folder_mode_lists_image_files_and_broken_links(tmp_path: Path):
         (images / name).write_bytes(b"x")
     (images / "folder.jpg").mkdir()
     (images / "gone.jpg").symlink_to(images / "deleted.jpg")
-    source = resolve_source(images=images, out=tmp_path / "f.h5")
+    source = resolve_source(images=images, out=tmp_path / "f.h5", backbone="resnet152")
     assert source.ids == ["a.jpg", "b.PNG", "c.tiff", "gone.jpg"]

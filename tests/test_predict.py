@@ -27,7 +27,7 @@ from umt.pipeline.labels import LabelVocab, bio_to_spans
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.text.tweets import detect_style, tokenize
 from umt.pipeline.train_config import TrainConfig
-from umt.pipeline.vision.decode import PREPROCESSING
+from umt.pipeline.vision.backbones import get_backbone
 from umt.stages import predict, train
 from umt.stages.requests import PredictRequest, TrainRequest
 
@@ -357,7 +357,7 @@ def test_a_backbone_other_than_the_runs_is_refused(imaged_run, tmp_path):
     torch.save({"w": torch.zeros(1)}, other)
     with pytest.raises(umt.pipeline.errors.ConfigError, match="not the backbone weights"):
         predict.run(PredictRequest(run, weights=str(other), **request))
-    config["features"]["manifest"]["preprocessing"] = {**PREPROCESSING, "resize": [256, 256]}
+    config["features"]["manifest"]["preprocessing"] = {**get_backbone("resnet152").preprocessing, "resize": [256, 256]}
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(umt.pipeline.errors.ConfigError, match="preprocessing"):
         predict.run(PredictRequest(run, **request))

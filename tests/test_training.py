@@ -91,7 +91,7 @@ def test_long_posts_get_one_prediction_per_word(tiny_encoder_dir, side):
     dataset = MnerDataset(posts, text, vocab)
     assert len(dataset) > len(posts)  # the long posts really were split into windows
     assert max(w.positions for p in posts for w in text.windows(p.tokens)) <= 24
-    loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=Collator(text, False))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=Collator(text, None))
     tags = merge_windows([len(p) for p in posts], decode_windows(_PositionTagger(len(vocab)), loader, vocab, "cpu"))
     for post, row in zip(posts, tags, strict=True):
         assert row == [vocab.labels[j % len(vocab)] for j in range(len(post.tokens))]

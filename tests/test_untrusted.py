@@ -29,7 +29,7 @@ from umt.pipeline.errors import ConfigError, DataFormatError
 from umt.pipeline.inference.trained import read_visual_stats
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.text import hf
-from umt.pipeline.vision.decode import PREPROCESSING
+from umt.pipeline.vision.backbones import get_backbone
 from umt.stages import data_import, train
 from umt.stages.requests import DataImportRequest
 
@@ -475,14 +475,17 @@ def test_a_dataset_whose_jsonl_names_an_absolute_image_is_refused(tmp_path, caps
 @pytest.fixture(scope="module")
 def imaged_run(tiny_root, tiny_encoder_dir, tmp_path_factory) -> dict:
     """A tiny UMT whose cache was computed by the random ResNet-152 (all zeros but a few grids)."""
-    from umt.pipeline.vision.backbone import weights_identity
-
+    resnet152 = get_backbone("resnet152")
     base = tmp_path_factory.mktemp("imaged")
     grids = {p.image: None for split in ("train", "valid", "test") for p in load_split(tiny_root, "tiny", split)}
     rng = np.random.default_rng(0)
     for image_id in ("train0", "train1", "train2"):
         grids[image_id] = rng.standard_normal((49, 2048)).astype(np.float32)
-    settings = {"weights": weights_identity("random"), "preprocessing": PREPROCESSING, "dtype": "float32"}
+    settings = {
+        "weights": resnet152.weights_identity("random"),
+        "preprocessing": resnet152.preprocessing,
+        "dtype": "float32",
+    }
     cache = write_grid_cache(base / "tiny.h5", grids, settings)
     run = base / "run"
     train.run(_one_epoch(tiny_root, tiny_encoder_dir, run, model="umt", features=cache))

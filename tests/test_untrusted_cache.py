@@ -19,11 +19,13 @@ import torch
 
 from umt.cache.errors import CacheError
 from umt.cache.format import FORMAT_NAME, STATUS_ENUM, STRING, CacheWriter, Status
+from umt.cache.grid import GridShape
 from umt.cache.manifest import dumps, ids_digest
 from umt.cache.merge import merge_shards
 from umt.cache.reader import FeatureCache
 
-GRID_SHAPE = (7, 7, 2048)
+SHAPE = GridShape(7, 7, 2048)
+GRID_SHAPE = SHAPE.stored
 DECLARED_ROWS = 200_000_000  # what a 6.5 KB file can claim to hold
 OK, MISSING, UNREADABLE = Status.OK, Status.MISSING, Status.UNREADABLE
 
@@ -32,6 +34,8 @@ def _manifest(ids: list[str], dtype: str = "float16", **extra) -> dict:
     return {
         "format_version": 1,
         "backbone": "resnet152",
+        "grid": [7, 7],
+        "channels": 2048,
         "dtype": dtype,
         "plan": {"ids_sha256": ids_digest(ids), "total": len(ids), "chunk_size": 2},
         **extra,
@@ -44,7 +48,7 @@ def write_cache(path: Path, ids: list[str], status: list[Status], dtype: str = "
     codes = np.array([int(s) for s in status], dtype=np.uint8)
     grids[codes != OK] = 0
     reasons = ["" if s is OK else f"{s.label}: test" for s in status]
-    with CacheWriter(path, path.with_name(path.name + ".tmp"), len(ids), dtype) as writer:
+    with CacheWriter(path, path.with_name(path.name + ".tmp"), len(ids), dtype, SHAPE) as writer:
         writer.append(ids, codes, reasons, grids[codes == OK])
         writer.finish(dumps(_manifest(ids, dtype, **extra)))
     return grids

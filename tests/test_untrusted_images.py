@@ -23,19 +23,19 @@ from PIL import EpsImagePlugin, Image, UnidentifiedImageError
 from umt.pipeline.data.images import IMAGE_EXTENSIONS
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.vision import decode as decode_module
-from umt.pipeline.vision import online
-from umt.pipeline.vision.backbone import build_extractor, weights_identity
-from umt.pipeline.vision.decode import IMAGE_SIZE, MAX_PIXELS, PREPROCESSING, decode, to_rgb
+from umt.pipeline.vision.backbones import get_backbone
+from umt.pipeline.vision.decode import MAX_PIXELS, decode, to_rgb
 from umt.pipeline.vision.online import ImageFeaturizer
 from umt.pipeline.vision.overlay import attention_overlay
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+RESNET = get_backbone("resnet152")
 RECORDED = {
     "manifest": {
         "backbone": "resnet152",
-        "weights": weights_identity("random"),
-        "preprocessing": PREPROCESSING,
+        "weights": RESNET.weights_identity("random"),
+        "preprocessing": RESNET.preprocessing,
         "dtype": "float16",
     }
 }
@@ -61,13 +61,13 @@ def npy(array: np.ndarray, **params) -> bytes:
 
 @pytest.fixture(scope="module")
 def extractor():
-    return build_extractor("random")
+    return RESNET.build("random")
 
 
 @pytest.fixture
 def featurizer(extractor, tmp_path, monkeypatch):
     """A factory of featurizers caching under ``tmp_path / "cache"`` that share the module's backbone."""
-    monkeypatch.setattr(online, "build_extractor", lambda spec: extractor)
+    monkeypatch.setattr(type(RESNET), "build", lambda self, spec: extractor)
 
     def make(**options) -> ImageFeaturizer:
         options.setdefault("cache_dir", tmp_path / "cache")
@@ -110,8 +110,8 @@ def test_the_allow_list_is_the_formats_of_the_image_extensions_and_each_decodes_
         path.write_bytes(data)
         with Image.open(path) as unrestricted:  # what decode did before the allow-list
             assert unrestricted.format == fmt
-            before = np.array(to_rgb(unrestricted).resize(IMAGE_SIZE, Image.Resampling.BILINEAR))  # (224, 224, 3)
-        assert np.array_equal(decode(path).pixels, before), fmt
+            before = np.array(to_rgb(unrestricted).resize((224, 224), Image.Resampling.BILINEAR))  # (224, 224, 3)
+        assert np.array_equal(decode(path, RESNET.resize).pixels, before), fmt
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def eps_opened(monkeypatch) -> list[str]:
 def test_an_eps_file_is_unreadable_and_never_reaches_the_eps_parser(tmp_path, eps_opened, featurizer):
     path = tmp_path / "x.eps"
     path.write_bytes(EPS)
-    decoded = decode(path)
+    decoded = decode(path, RESNET.resize)
     assert decoded.status.label == "unreadable"
     assert "JPEG" in decoded.reason and "TIFF" in decoded.reason and "\n" not in decoded.reason
     (outcome,) = featurizer().featurize([path])
@@ -144,7 +144,7 @@ def test_an_eps_file_is_unreadable_and_never_reaches_the_eps_parser(tmp_path, ep
 def test_a_fifo_named_jpg_is_unreadable_without_blocking(tmp_path, featurizer):
     fifo = tmp_path / "x.jpg"
     os.mkfifo(fifo)
-    decoded = decode(fifo)
+    decoded = decode(fifo, RESNET.resize)
     assert decoded.status.label == "unreadable" and "not a regular file" in decoded.reason
     (outcome,) = featurizer().featurize([fifo])
     assert outcome.key is None and "not a regular file" in outcome.reason

@@ -13,11 +13,13 @@ import pytest
 from conftest import write_grid_cache
 
 import umt
+from umt.cache.grid import GridShape
 from umt.pipeline.data.layout import load_split
 from umt.pipeline.models.catalog import get_recipe, model_names
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.run_dir import RunDir
 from umt.pipeline.train_config import TrainConfig
+from umt.pipeline.vision.backbones import get_backbone
 from umt.stages import evaluate, train
 from umt.stages.requests import EvalRequest, TrainRequest
 
@@ -113,38 +115,45 @@ def _write_image_typed(root: Path, sizes=(320, 40, 60), seed=0) -> dict:
     return types
 
 
-def _planted(types: dict, seed=0) -> dict:
-    """Noise grids with the type's prototype added to a random third of the blocks."""
+def _planted(types: dict, shape: GridShape, seed=0) -> dict:
+    """Noise grids of ``shape`` with the type's prototype added to a random third of the blocks."""
     rng = np.random.default_rng(seed)
-    prototypes = rng.standard_normal((len(TYPES), 2048))
+    prototypes = rng.standard_normal((len(TYPES), shape.channels))
     grids = {}
     for image, kind in types.items():
-        grid = rng.standard_normal((49, 2048))
-        grid[rng.permutation(49)[:16]] += 2.0 * prototypes[TYPES.index(kind)]
+        grid = rng.standard_normal(shape.sequence)  # (blocks, C)
+        grid[rng.permutation(shape.blocks)[: shape.blocks // 3]] += 2.0 * prototypes[TYPES.index(kind)]
         grids[image] = grid
     return grids
 
 
 @pytest.fixture(scope="module")
-def image_typed(tmp_path_factory) -> tuple[Path, Path]:
+def image_typed(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """The image-typed dataset and a planted cache per backbone: ResNet-152's 7 x 7 x 2048 grids and
+    ViT-B/16's 14 x 14 x 768 ones (four times as many blocks, a third of them carrying the type)."""
     root = tmp_path_factory.mktemp("typed")
     types = _write_image_typed(root)
-    return root, write_grid_cache(root / "typed.h5", _planted(types))
+    caches = {}
+    for name in ("resnet152", "vit-b16"):
+        planted = _planted(types, get_backbone(name).grid)
+        caches[name] = (root, write_grid_cache(root / f"typed_{name}.h5", planted, backbone=name))
+    return caches
 
 
 @pytest.mark.parametrize(
-    ("fusion_model", "text_twin"),
+    ("fusion_model", "text_twin", "backbone"),
     [
-        ("gvatt-hbilstm-crf", "hbilstm-crf"),
-        ("adacan-cnn-bilstm-crf", "cnn-bilstm-crf"),
-        ("gvatt-bert-crf", "bert-crf"),
-        ("adacan-bert-crf", "bert-crf"),
+        ("gvatt-hbilstm-crf", "hbilstm-crf", "resnet152"),
+        ("adacan-cnn-bilstm-crf", "cnn-bilstm-crf", "resnet152"),
+        ("gvatt-bert-crf", "bert-crf", "resnet152"),
+        ("adacan-bert-crf", "bert-crf", "resnet152"),
+        ("gvatt-bert-crf", "bert-crf", "vit-b16"),
     ],
 )
 def test_a_fusion_reads_the_type_from_the_image_where_its_text_twin_cannot(
-    fusion_model, text_twin, image_typed, tiny_encoder_dir, tmp_path
+    fusion_model, text_twin, backbone, image_typed, tiny_encoder_dir, tmp_path
 ):
-    root, cache = image_typed
+    root, cache = image_typed[backbone]
     word_level = get_recipe(text_twin).text_side().kind == "words"
     train_cfg = TrainConfig(epochs=12, batch_size=8, lr=0.05 if word_level else 3e-3, head_lr=0.0, seed=3)
     f1 = {}

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from umt.cache.errors import CacheError
-from umt.cache.grid import BLOCKS, CHANNELS
+from umt.cache.grid import GridShape
 from umt.pipeline.batch import Batch, WindowRef
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import DataFormatError
@@ -102,16 +102,17 @@ class MnerDataset(Dataset):
         item = self.items[index]
         if self.features is None or item.image is None:
             return item, None, False
-        grid, present = self.features.get(item.image)  # (49, 2048) float32
+        grid, present = self.features.get(item.image)  # (blocks, C) float32
         return item, grid, present
 
 
 class Collator:
     """Pads a list of dataset items into one :class:`Batch` (dynamic padding per batch)."""
 
-    def __init__(self, text: TextSide, with_images: bool):
+    def __init__(self, text: TextSide, grid: GridShape | None):
+        """``grid``: the shape of the features' grids (``features.shape``), None without images."""
         self.text = text
-        self.with_images = with_images
+        self.grid = grid
 
     def __call__(self, rows: list[tuple[Item, torch.Tensor | None, bool]]) -> Batch:
         size = len(rows)
@@ -120,7 +121,7 @@ class Collator:
         labelled = all(item.labels is not None for item, _, _ in rows)
         labels = torch.zeros((size, max_words), dtype=torch.long) if labelled else None  # (B, W)
         esd = torch.zeros((size, max_words), dtype=torch.long) if labelled else None  # (B, W)
-        image = torch.zeros((size, BLOCKS, CHANNELS)) if self.with_images else None  # (B, 49, 2048)
+        image = torch.zeros((size, *self.grid.sequence)) if self.grid is not None else None  # (B, blocks, C)
         image_mask = torch.zeros(size, dtype=torch.bool)  # (B,)
         for b, (item, grid, present) in enumerate(rows):
             n_words = len(item.window)

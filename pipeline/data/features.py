@@ -1,6 +1,7 @@
 """Finding and opening the image-feature cache that stage two reads (never pixels).
 
-In umt, *features* always means image features: the 7x7x2048 grids of stage one. A
+In umt, *features* always means image features: the grids of stage one (ResNet-152's 7x7x2048,
+or any registered backbone's, ``umt.pipeline.vision.backbones``; ``features.shape`` says which). A
 ``features`` object is a source of them (``__contains__``, ``status(id)``, ``get(id) -> (grid,
 present)``): the HDF5 cache (``umt.cache.reader.FeatureCache``), the same standardised
 (``umt.pipeline.data.visual_stats.StandardizedFeatures``), or the grids ``umt predict``
@@ -20,31 +21,61 @@ if TYPE_CHECKING:
     from umt.cache.reader import FeatureCache
     from umt.pipeline.data.visual_stats import StandardizedFeatures, VisualStats
 
-#: What stage-two models are built for: the paper's ResNet-152 7x7x2048 grid.
-EXPECTED_MANIFEST = {"backbone": "resnet152"}
 #: Manifest keys a reopened run insists on: features must come from the same extraction settings.
-PINNED_KEYS = ("backbone", "weights", "preprocessing", "dtype")
+PINNED_KEYS = ("backbone", "layer", "grid", "channels", "weights", "preprocessing", "dtype")
 
 
-def features_path(path: Path | None, data_root: Path, dataset: str) -> Path:
-    """``path``, or the dataset's default cache; ConfigError when there is no such file (no h5py needed)."""
-    target = Path(path) if path is not None else default_cache_path(data_root, dataset)
+def features_path(path: Path | None, data_root: Path, dataset: str, backbone: str | None = None) -> Path:
+    """``path``, or the dataset's default cache of ``backbone`` (None: the paper's, ResNet-152);
+    ConfigError when there is no such file (no h5py needed)."""
+    from umt.pipeline.vision.backbones import DEFAULT_BACKBONE
+
+    default = default_cache_path(data_root, dataset, backbone or DEFAULT_BACKBONE)
+    target = Path(path) if path is not None else default
     if not target.is_file():
         raise ConfigError(
-            f"no image-feature cache at {target}: run `umt extract-images --dataset {dataset}` first, "
+            f"no image-feature cache at {target}: run `umt extract-images --dataset {dataset}"
+            + (f" --backbone {backbone}" if backbone else "")
+            + "` first, "
             "pass --features FILE, or --no-images to train with every image absent"
         )
     return target
 
 
-def open_features(path: Path | None, data_root: Path, dataset: str) -> tuple[FeatureCache, dict]:
-    """The cache for ``dataset`` (``path`` or the default one) and what the run records of it."""
+def open_features(
+    path: Path | None, data_root: Path, dataset: str, backbone: str | None = None
+) -> tuple[FeatureCache, dict]:
+    """The cache for ``dataset`` (``path`` or the default one of ``backbone``) and what the run
+    records of it; with ``backbone`` named, a cache of another backbone is refused."""
     from umt.cache.reader import FeatureCache
 
-    target = features_path(path, data_root, dataset)
-    cache = FeatureCache(target, expect=EXPECTED_MANIFEST)
+    target = features_path(path, data_root, dataset, backbone)
+    cache = FeatureCache(target)
+    check_backbone(cache, backbone)
     pinned = {k: cache.manifest[k] for k in PINNED_KEYS if k in cache.manifest}
     return cache, {"path": str(target.resolve()), "manifest": pinned}
+
+
+def check_backbone(cache: FeatureCache, expected: str | None = None) -> None:
+    """A cache is read only when its manifest names a registered backbone (``expected``, when
+    given) and the grid shape and layer that backbone gives: a manifest that says vgg16 over 2048
+    channels was not written by umt."""
+    from umt.pipeline.vision.backbones import get_backbone
+
+    name = cache.manifest.get("backbone")
+    if not isinstance(name, str):
+        raise ConfigError(f"{cache.path}: the manifest names no image backbone (found {name!r:.40})")
+    if expected is not None and name != expected:
+        raise ConfigError(f"{cache.path} holds {name} features, not {expected}'s (--backbone {expected})")
+    try:
+        backbone = get_backbone(name)
+    except ConfigError as e:
+        raise ConfigError(f"{cache.path}: {e}") from None
+    if cache.shape != backbone.grid or cache.manifest.get("layer") != backbone.layer:
+        raise ConfigError(
+            f"{cache.path}: a {name} cache holds {backbone.grid} grids of {backbone.layer!r}, this one says "
+            f"{cache.shape} of {cache.manifest.get('layer')!r:.60}"
+        )
 
 
 def open_run_features(

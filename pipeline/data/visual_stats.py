@@ -1,7 +1,7 @@
 """Optional per-channel standardisation of the cached visual grids.
 
 The paper feeds the raw ResNet-152 grid U to V = W_u U. That is the default here too. With
-``--set standardize_visual=true`` every one of the 2048 channels is shifted and scaled by its
+``--set standardize_visual=true`` every one of the grid's channels (2048 for ResNet-152) is shifted and scaled by its
 mean and standard deviation over the *training* images' blocks: an affine reparametrisation
 of W_u (the model can express the same functions), which only changes the optimisation's
 starting point. It matters when the features' scale is far from the encoder's, as with an
@@ -25,8 +25,8 @@ _EPS = 1e-6
 
 @dataclass
 class VisualStats:
-    mean: torch.Tensor  # (2048,)
-    std: torch.Tensor  # (2048,)
+    mean: torch.Tensor  # (C,)
+    std: torch.Tensor  # (C,)
     images: int
 
     def state(self) -> dict:
@@ -52,18 +52,18 @@ def compute_stats(features, image_ids: Iterable[str]) -> VisualStats | None:
     total = squares = None
     images = 0
     for image_id in sorted(set(image_ids)):
-        grid, present = features.get(image_id)  # (49, 2048) float32
+        grid, present = features.get(image_id)  # (blocks, C) float32
         if not present:
             continue
         grid = grid.double()
-        total = grid.sum(0) if total is None else total + grid.sum(0)  # (2048,)
-        squares = (grid * grid).sum(0) if squares is None else squares + (grid * grid).sum(0)  # (2048,)
+        total = grid.sum(0) if total is None else total + grid.sum(0)  # (C,)
+        squares = (grid * grid).sum(0) if squares is None else squares + (grid * grid).sum(0)  # (C,)
         images += 1
     if images == 0:
         return None
     blocks = images * grid.shape[0]
-    mean = total / blocks  # (2048,)
-    var = (squares / blocks - mean * mean).clamp_min(0.0)  # (2048,)
+    mean = total / blocks  # (C,)
+    var = (squares / blocks - mean * mean).clamp_min(0.0)  # (C,)
     return VisualStats(mean.float(), (var.sqrt() + _EPS).float(), images)
 
 
@@ -74,6 +74,7 @@ class StandardizedFeatures:
         self.features = features
         self.stats = stats
         self.manifest = features.manifest
+        self.shape = features.shape
 
     def __contains__(self, image_id: object) -> bool:
         return image_id in self.features
@@ -82,7 +83,7 @@ class StandardizedFeatures:
         return self.features.status(image_id)
 
     def get(self, image_id: str) -> tuple[torch.Tensor, bool]:
-        grid, present = self.features.get(image_id)  # (49, 2048)
+        grid, present = self.features.get(image_id)  # (blocks, C)
         if not present:
             return grid, False
-        return (grid - self.stats.mean) / self.stats.std, True  # (49, 2048)
+        return (grid - self.stats.mean) / self.stats.std, True  # (blocks, C)

@@ -17,7 +17,7 @@ Face's token-classification pipeline (``aggregation_strategy="simple"``)::
   (``CRFHead.entity_probabilities``); for a softmax head, the same event with independent
   words. It is read in the window that owns the entity's first word.
 - With ``explain``, each entity also gets ``attention``: the mean over its words of their
-  attention over the 7x7 visual grid (what ``--explain`` draws).
+  attention over the visual grid (7x7 for ResNet-152) (what ``--explain`` draws).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ class Predictor:
         first: windows of similar length share a batch, so little of it is padding (on the
         Twitter-2017 test posts, a third fewer encoder positions than in the dataset's order).
         Every window's result is its own whatever its batch, and they are put back by post."""
-        collate = Collator(self.text, with_images=dataset.features is not None)
+        collate = Collator(self.text, dataset.features.shape if dataset.features is not None else None)
         chosen = range(len(dataset)) if order is None else order
         by_length = sorted(chosen, key=lambda i: -dataset.items[i].window.positions)
         return make_loader(dataset, collate, self.cfg.eval_batch_size, self.cfg.num_workers, by_length)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from umt.cache.grid import BLOCKS, CHANNELS
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.typed_fields import check_field_types
 
@@ -50,7 +49,8 @@ class ModelConfig:
         correspondences the prior leaves at 0 (an ESD ``B`` that is really an ``I-ORG`` after a
         tokenisation quirk). The authors' released code passes W^c as a fixed input tensor, so
         ``conversion_trainable=False`` reproduces that code.
-    visual_dim, grid: shape of one image's feature grid (ResNet-152: 2048 x 7*7 blocks).
+    visual_dim, grid: shape of one image's feature grid (ResNet-152: 2048 x 7*7 blocks); ``umt train``
+    sets both from the cache it reads.
     esd: the auxiliary entity span detection branch (section 2.4; False gives MT, section 2.3).
     conversion: add the ESD emissions to the MNER emissions through W^c (eq. 7); False keeps ESD
         as an auxiliary loss only.
@@ -92,8 +92,8 @@ class ModelConfig:
     dropout: float = 0.1
     esd_weight: float = 0.5
     conversion_trainable: bool = True
-    visual_dim: int = CHANNELS
-    grid: int = BLOCKS
+    visual_dim: int = 2048  # ResNet-152's channels; umt train sets it from the cache
+    grid: int = 49  # ResNet-152's 7 x 7 blocks; umt train sets it from the cache
     esd: bool = True
     conversion: bool = True
     emission_mix: str = "sum"

@@ -150,7 +150,7 @@ class _Loop:
             lengths=[item.window.positions for item in train.items], bucket=cfg.bucket,
         )  # fmt: skip
         self.optimizer, self.scheduler = make_optimizer(model, cfg, self.sampler.steps, self.device)
-        self.collate = Collator(text, with_images=train.features is not None)
+        self.collate = Collator(text, train.features.shape if train.features is not None else None)
         self.predictor = Predictor(model, text, vocab, cfg, self.device, world)
         self.precision = self.predictor.precision
         self.scaler = self.precision.scaler()

@@ -1,7 +1,8 @@
 """From an image file to the backbone's input pixels, or to a status that says why not.
 
 Preprocessing (paper, section 2.2: "resize it to 224x224 pixels"), deterministic, recorded in
-every cache manifest as :data:`PREPROCESSING`:
+every cache manifest (``Backbone.preprocessing`` in ``umt.pipeline.vision.backbones``: the
+steps below with the backbone's size, filter, mean and std):
 
 1. Decode the first frame with Pillow; the file's content decides the format, not its name
    (a PNG named .jpg is fine), among :data:`ALLOWED_FORMATS` only (see below). EXIF
@@ -12,10 +13,11 @@ every cache manifest as :data:`PREPROCESSING`:
    colour the invisible pixels happen to hold. 16-bit grey is scaled to 8 bits (v * 255 / 65535)
    rather than clipped, which is what a plain ``convert`` does and would turn most of the
    image white. CMYK, grey, bilevel and palette images use Pillow's conversion.
-3. Resize to 224x224 (aspect ratio not kept, no crop) with Pillow's bilinear filter, which
-   antialiases when shrinking.
-4. In the model (see ``umt.pipeline.vision.backbone``): scale to [0, 1], subtract the ImageNet mean, divide by
-   the ImageNet std.
+3. Resize to the backbone's input size (224x224 for every registered one; aspect ratio not
+   kept, no crop) with the backbone's Pillow filter (:class:`Resize`: bilinear, or bicubic for
+   CLIP), which antialiases when shrinking.
+4. In the model (``umt.pipeline.vision.grid_extractor``): scale to [0, 1], subtract the
+   backbone's mean, divide by its std (ImageNet's for the torchvision CNNs).
 
 Images are untrusted input (users' posts, folders others share), so every image umt opens goes
 through :func:`open_image`, which lets Pillow try only the formats of the documented file
@@ -23,9 +25,9 @@ extensions (``umt.pipeline.data.images.IMAGE_EXTENSIONS``): JPEG (and MPO, as Pi
 multi-picture JPEGs phones write), PNG, GIF, BMP, WebP and TIFF. Pillow's other parsers never
 see a byte: EPS would make Pillow run Ghostscript where it is installed, and the rarer parsers
 are the likelier to hold bugs. A file in another format is unreadable, with the accepted formats
-as the reason. The allow-list is not part of :data:`PREPROCESSING`: it decides which files are
-read, not how, so grids of the accepted formats are bit-identical to those of earlier versions
-and existing caches and runs stay valid. Only regular files are opened (a FIFO named x.jpg
+as the reason. The allow-list is not part of the preprocessing record (:func:`preprocessing`):
+it decides which files are read, not how, so grids of the accepted formats are bit-identical to
+those of earlier versions and existing caches and runs stay valid. Only regular files are opened (a FIFO named x.jpg
 would block the reader forever).
 
 Images larger than :data:`MAX_PIXELS` are not decoded and get status unreadable with their
@@ -50,9 +52,6 @@ from PIL import Image, UnidentifiedImageError
 from umt.cache.format import Status
 from umt.pipeline.data.images import ImagePathError, resolve_image
 
-IMAGE_SIZE = (224, 224)  # (width, height)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: 64 megapixels (8192 x 8192): 16 times Twitter's largest image, 192 MB once decoded to RGB.
 MAX_PIXELS = 8192 * 8192
 ALPHA_BACKGROUND = (255, 255, 255)
@@ -65,24 +64,45 @@ ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 #: JPEG opener returns an MPO image for a multi-picture file.
 OPENERS = tuple(f for f in ALLOWED_FORMATS if f != "MPO")
 EMPTY_FILE = "empty file (0 bytes)"
+#: Pillow's filters by the names manifests record.
+FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
-PREPROCESSING = {
-    "decoder": "Pillow, first frame, EXIF orientation not applied",
-    "to_rgb": "alpha composited over white; 16-bit scaled to 8-bit; other modes by Pillow convert",
-    "resize": [IMAGE_SIZE[1], IMAGE_SIZE[0]],  # (height, width) like a tensor
-    "interpolation": "bilinear",
-    "antialias": True,
-    "crop": None,
-    "scale": 1 / UINT8_MAX,
-    "mean": list(IMAGENET_MEAN),
-    "std": list(IMAGENET_STD),
-    "max_pixels": MAX_PIXELS,
-}
+
+@dataclass(frozen=True)
+class Resize:
+    """Step 3: the backbone's input size (height, width) and filter."""
+
+    size: tuple[int, int] = (224, 224)
+    interpolation: str = "bilinear"
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        height, width = self.size
+        return img.resize((width, height), FILTERS[self.interpolation])
+
+    def empty(self) -> np.ndarray:
+        """(0, height, width, 3) uint8: a batch of no images."""
+        return np.empty((0, *self.size, 3), dtype=np.uint8)
+
+
+def preprocessing(resize: Resize, mean: tuple[float, ...], std: tuple[float, ...]) -> dict:
+    """What a manifest records of the steps above, for a backbone's size, filter, mean and std."""
+    return {
+        "decoder": "Pillow, first frame, EXIF orientation not applied",
+        "to_rgb": "alpha composited over white; 16-bit scaled to 8-bit; other modes by Pillow convert",
+        "resize": list(resize.size),  # (height, width) like a tensor
+        "interpolation": resize.interpolation,
+        "antialias": True,
+        "crop": None,
+        "scale": 1 / UINT8_MAX,
+        "mean": list(mean),
+        "std": list(std),
+        "max_pixels": MAX_PIXELS,
+    }
 
 
 @dataclass
 class Decoded:
-    """One image's outcome: ``pixels`` (224, 224, 3) uint8 RGB when ``status`` is OK, else None."""
+    """One image's outcome: ``pixels`` (height, width, 3) uint8 RGB when ``status`` is OK, else None."""
 
     pixels: np.ndarray | None
     status: Status
@@ -155,7 +175,7 @@ def header_problem(data: bytes) -> str:
         return _failure_reason(e, len(data))
 
 
-def _decode_opened(source: Path | BinaryIO, size: int) -> Decoded:
+def _decode_opened(source: Path | BinaryIO, size: int, resize: Resize) -> Decoded:
     """Decode and resize the image in ``source`` (``size`` bytes, at least one)."""
     try:
         # Pillow's warnings concern metadata or the bomb check we do ourselves; the status
@@ -166,13 +186,15 @@ def _decode_opened(source: Path | BinaryIO, size: int) -> Decoded:
                 too_many = _too_many_pixels(*img.size)
                 if too_many:
                     return _unreadable(too_many)
-                rgb = to_rgb(img).resize(IMAGE_SIZE, Image.Resampling.BILINEAR)
-                return Decoded(np.array(rgb), Status.OK)  # (224, 224, 3) uint8, writable: safe for torch.from_numpy
+                rgb = resize(to_rgb(img))
+                return Decoded(
+                    np.array(rgb), Status.OK
+                )  # (height, width, 3) uint8, writable: safe for torch.from_numpy
     except Exception as e:  # untrusted input: any decoder error costs this image only
         return _unreadable(_failure_reason(e, size))
 
 
-def decode(path: Path) -> Decoded:
+def decode(path: Path, resize: Resize) -> Decoded:
     """Decode and resize the file at ``path``; any failure becomes an unreadable status."""
     try:
         info = path.stat()
@@ -182,17 +204,17 @@ def decode(path: Path) -> Decoded:
         return _unreadable("not a regular file")
     if info.st_size == 0:
         return _unreadable(EMPTY_FILE)
-    return _decode_opened(path, info.st_size)
+    return _decode_opened(path, info.st_size, resize)
 
 
-def decode_bytes(data: bytes) -> Decoded:
+def decode_bytes(data: bytes, resize: Resize) -> Decoded:
     """:func:`decode` of a file's bytes already read, for a caller that hashed the same bytes."""
     if not data:
         return _unreadable(EMPTY_FILE)
-    return _decode_opened(io.BytesIO(data), len(data))
+    return _decode_opened(io.BytesIO(data), len(data), resize)
 
 
-def load(images_dir: Path, image_id: str) -> Decoded:
+def load(images_dir: Path, image_id: str, resize: Resize) -> Decoded:
     """The image for ``image_id`` in ``images_dir`` (see ``resolve_image``), decoded."""
     try:
         path = resolve_image(images_dir, image_id)
@@ -200,4 +222,4 @@ def load(images_dir: Path, image_id: str) -> Decoded:
         return Decoded(None, Status.UNREADABLE, str(e))
     if path is None:
         return Decoded(None, Status.MISSING, f"no file for this id in {images_dir}")
-    return decode(path)
+    return decode(path, resize)

@@ -27,15 +27,13 @@ from rich.progress import (
 from rich.text import Text
 
 from umt.cache.format import FORMAT_VERSION
-from umt.cache.grid import CHANNELS, GRID
 from umt.cache.manifest import ids_digest, normalise
 from umt.cache.paths import Shard
 from umt.cache.transaction import CacheTransaction
 from umt.cache.workdir import Chunk
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.runtime.environment import package_versions
-from umt.pipeline.vision.backbone import BACKBONE, BATCHNORM, LAYER, build_extractor, weights_identity
-from umt.pipeline.vision.decode import PREPROCESSING
+from umt.pipeline.vision.backbones import Backbone
 from umt.pipeline.vision.loader import ChunkImages, chunk_loader
 from umt.pipeline.vision.sources import Source
 
@@ -50,22 +48,28 @@ GPU_MAX_WORKERS = 8
 
 
 def build_manifest(
-    source: Source, weights: str, dtype: str, amp: bool, batch_size: int, shard: Shard | None, device: torch.device
+    source: Source,
+    backbone: Backbone,
+    weights: str,
+    dtype: str,
+    amp: bool,
+    batch_size: int,
+    shard: Shard | None,
+    device: torch.device,
 ) -> dict[str, Any]:
     """The manifest of the cache a run writes, less ``counts`` and ``created`` (known at commit)."""
     manifest = {
         "format_version": FORMAT_VERSION,
-        "backbone": BACKBONE,
-        "layer": LAYER,
-        "grid": [GRID, GRID],
-        "channels": CHANNELS,
-        "weights": weights_identity(weights),
-        "preprocessing": PREPROCESSING,
+        "backbone": backbone.name,
+        "layer": backbone.layer,
+        **backbone.grid.to_manifest(),
+        "weights": backbone.weights_identity(weights),
+        "preprocessing": backbone.preprocessing,
         "dtype": dtype,
         "compute": {
             "device": device.type,
             "autocast": str(AUTOCAST_DTYPE).removeprefix("torch.") if amp and device.type == "cuda" else None,
-            "batchnorm": BATCHNORM,
+            **dict(backbone.compute),
         },
         "plan": {"ids_sha256": ids_digest(source.ids), "total": len(source.ids), "chunk_size": batch_size},
         "source": source.record,
@@ -107,6 +111,7 @@ def compute_chunks(
     tx: CacheTransaction,
     source: Source,
     *,
+    backbone: Backbone,
     weights: str,
     dtype: str,
     amp: bool,
@@ -123,10 +128,13 @@ def compute_chunks(
     # are copied when the parent writes them, which made the first forward passes up to a
     # third slower. The workers also decode the first chunks while the weights load.
     loader = chunk_loader(
-        ChunkImages(tx.plan, tx.todo, source.images_dir), workers, pin_memory=device.type == "cuda", lock=tx.lock
+        ChunkImages(tx.plan, tx.todo, source.images_dir, backbone.resize),
+        workers,
+        pin_memory=device.type == "cuda",
+        lock=tx.lock,
     )
     chunks = iter(loader)
-    extractor = build_extractor(weights).to(device)
+    extractor = backbone.build(weights).to(device)
     tx.begin()  # the work folder appears only once the model has loaded
     storage = getattr(torch, dtype)
     autocast_on = amp and device.type == "cuda"
@@ -141,10 +149,10 @@ def compute_chunks(
         task = progress.add_task("extracting", total=total, completed=done)
         pending: Future[None] | None = None
         for chunk in chunks:
-            grids = np.empty((0, GRID, GRID, CHANNELS), dtype=dtype)  # (0, 7, 7, 2048): nothing decoded
+            grids = np.empty((0, *backbone.grid.stored), dtype=dtype)  # (0, rows, cols, C): nothing decoded
             if chunk.pixels.shape[0]:
                 with torch.autocast("cuda", dtype=AUTOCAST_DTYPE, enabled=autocast_on):
-                    grid = extractor(chunk.pixels.to(device, non_blocking=True))  # (n_ok, 7, 7, 2048)
+                    grid = extractor(chunk.pixels.to(device, non_blocking=True))  # (n_ok, rows, cols, C)
                 grid = grid.to(storage)
                 if not bool(torch.isfinite(grid).all()):
                     raise ConfigError(

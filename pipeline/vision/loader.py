@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from umt.cache.format import Status
 from umt.cache.lock import HeldLock
 from umt.cache.workdir import Plan
-from umt.pipeline.vision.decode import IMAGE_SIZE, load
+from umt.pipeline.vision.decode import Resize, load
 
 #: Chunks each worker decodes ahead of the model: enough to hide decode jitter, bounded memory.
 PREFETCH_CHUNKS = 2
@@ -28,7 +28,7 @@ PREFETCH_CHUNKS = 2
 @dataclass
 class LoadedChunk:
     index: int  # the chunk's number in the plan
-    pixels: torch.Tensor  # (n_ok, 224, 224, 3) uint8, the images whose status is OK, in plan order
+    pixels: torch.Tensor  # (n_ok, H_in, W_in, 3) uint8, the images whose status is OK, in plan order
     status: np.ndarray  # (n,) uint8 Status code per id of the chunk
     reasons: list[str]  # (n,) "" for OK
 
@@ -40,23 +40,23 @@ class LoadedChunk:
 class ChunkImages(Dataset[LoadedChunk]):
     """Item ``i`` is chunk ``chunks[i]`` of ``plan``, decoded from ``images_dir``."""
 
-    def __init__(self, plan: Plan, chunks: list[int], images_dir: Path):
+    def __init__(self, plan: Plan, chunks: list[int], images_dir: Path, resize: Resize):
         self.plan = plan
         self.chunks = chunks
         self.images_dir = images_dir
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.chunks)
 
     def __getitem__(self, position: int) -> LoadedChunk:
         index = self.chunks[position]
-        decoded = [load(self.images_dir, image_id) for image_id in self.plan.chunk(index)]
+        decoded = [load(self.images_dir, image_id, self.resize) for image_id in self.plan.chunk(index)]
         good = [d.pixels for d in decoded if d.status is Status.OK]
-        width, height = IMAGE_SIZE
-        pixels = np.stack(good) if good else np.empty((0, height, width, 3), dtype=np.uint8)
+        pixels = np.stack(good) if good else self.resize.empty()
         return LoadedChunk(
             index=index,
-            pixels=torch.from_numpy(pixels),  # (n_ok, 224, 224, 3)
+            pixels=torch.from_numpy(pixels),  # (n_ok, H_in, W_in, 3)
             status=np.array([d.status for d in decoded], dtype=np.uint8),
             reasons=[d.reason for d in decoded],
         )

@@ -3,7 +3,8 @@
 A run records the pinned settings of the cache it trained on (backbone, weights, preprocessing,
 storage dtype: ``config.json``'s ``features.manifest``). :class:`ImageFeaturizer` checks that
 this version of umt computes the same thing before any image is read, then builds the same
-frozen backbone (``vision.backbone``), decodes with the same preprocessing (``vision.decode``),
+frozen backbone (``vision.backbones``: any registered one, the run's), decodes with the same
+preprocessing (``vision.decode``, with the backbone's size, filter, mean and std),
 rounds through the same storage dtype and keeps every grid on disk under the sha256 of the
 image file's bytes, so tagging the same image again (even under another name) costs a file
 read, and a call whose images are all known never builds the backbone.
@@ -20,7 +21,7 @@ test to the dearest, and a refusal costs that image only (``Featurized(None, rea
 
 The disk cache (``cache_dir``, default :func:`default_cache_dir`):
 
-- Layout: ``<cache_dir>/<settings digest>/<sha[:2]>/<sha>.npy``, one array (7, 7, 2048) per image
+- Layout: ``<cache_dir>/<settings digest>/<sha[:2]>/<sha>.npy``, one array (rows, cols, C) per image
   in the storage dtype, written atomically; the settings digest keeps grids of different
   backbones, weights or dtypes apart.
 - Privacy: the root, the digest folder and the sub-folders are created with mode 0700. An
@@ -59,16 +60,10 @@ import torch
 
 from umt.cache.durable import MIB, UnsafeFile, atomic_write_bytes, open_regular, read_open, read_regular
 from umt.cache.format import STORAGE_DTYPES, Status
-from umt.cache.grid import BLOCKS, CHANNELS, GRID
+from umt.cache.grid import GridShape, GridShapeError
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.vision.backbone import (
-    BACKBONE,
-    WEIGHTS_IMAGENET,
-    WEIGHTS_RANDOM,
-    build_extractor,
-    weights_identity,
-)
-from umt.pipeline.vision.decode import PREPROCESSING, decode_bytes, header_problem
+from umt.pipeline.vision.backbones import Backbone, get_backbone
+from umt.pipeline.vision.decode import decode_bytes, header_problem
 
 DEFAULT_CACHE_DIR = Path("~/.cache/umt/predict-features")
 CACHE_ENV = "UMT_CACHE_DIR"
@@ -81,7 +76,6 @@ CACHE_OPTION = "--image-cache DIR"
 WEIGHTS_OPTION = "--weights PATH"
 PRIVATE_MODE = 0o700
 OPEN_TO_OTHERS = 0o077  # group and other permission bits
-GRID_SHAPE = (GRID, GRID, CHANNELS)
 DIGEST_CHARS = 16  # of the settings digest naming a folder
 DIGEST_NAME = re.compile(f"[0-9a-f]{{{DIGEST_CHARS}}}")
 GRID_NAME = re.compile(r"[0-9a-f]{64}\.npy")  # <sha256>.npy
@@ -174,28 +168,49 @@ def default_cache_dir() -> Path:
     return Path(root) / "predict-features" if root else DEFAULT_CACHE_DIR.expanduser()
 
 
-def _weights_spec(recorded: Any, weights: str | None, option: str) -> str:
+def _weights_spec(backbone: Backbone, recorded: Any, weights: str | None, option: str) -> str:
     """The weights that rebuild the recorded backbone, or a ConfigError saying why not (``option``
-    names the setting that passes a weights file: ``--weights PATH``, ``weights=``)."""
+    names the setting that passes a weights file or folder: ``--weights PATH``, ``weights=``)."""
     if not isinstance(recorded, dict):
-        raise ConfigError(f"the run's features record no backbone weights it could name ({recorded!r})")
-    source = recorded.get("source")
+        raise ConfigError(f"the run's features record no backbone weights it could name ({recorded!r:.80})")
     if weights is not None:
-        given = weights_identity(weights)
+        given = backbone.weights_identity(weights)
         if given != recorded:
             raise ConfigError(
-                f"the weights {weights} are not the backbone weights the run's features were computed with "
-                f"({json.dumps(recorded)}); the model would see features it was never trained on"
+                f"the weights {weights} are not the backbone weights ({backbone.name}) the run's features were "
+                f"computed with ({json.dumps(recorded)}); the model would see features it was never trained on"
             )
         return weights
-    if source == "random":
-        return WEIGHTS_RANDOM
-    if source == "torchvision":
-        return WEIGHTS_IMAGENET
-    raise ConfigError(
-        "the run's features were computed with ResNet-152 weights from a file "
-        f"(sha256 {recorded.get('sha256', '?')}): pass that file with {option}"
-    )
+    return backbone.rebuild_spec(recorded, option)
+
+
+def run_backbone(manifest: dict[str, Any]) -> tuple[Backbone, GridShape]:
+    """The registered backbone a run's pinned features ``manifest`` names and its grid shape,
+    checked against what this umt computes for it (shape, preprocessing)."""
+    name = manifest.get("backbone")
+    try:
+        backbone = get_backbone(name) if isinstance(name, str) else None
+    except ConfigError:
+        backbone = None
+    if backbone is None:
+        raise ConfigError(
+            f"the run's features come from backbone {name!r:.60}, which this version of umt does not compute"
+        )
+    if "grid" in manifest or "channels" in manifest:  # runs trained before backbones were a choice record neither
+        try:
+            recorded = GridShape.from_manifest(manifest)
+        except GridShapeError as e:
+            raise ConfigError(f"the run's features record a damaged grid shape: {e}") from None
+        if recorded != backbone.grid:
+            raise ConfigError(
+                f"the run's {name} features are {recorded} grids; umt computes {backbone.grid} for {name}"
+            )
+    if manifest.get("preprocessing") != backbone.preprocessing:
+        raise ConfigError(
+            "the run's features were computed with other image preprocessing than this version of umt "
+            "uses; pass a cache extracted by the run's version (--features FILE, or features= in Python)"
+        )
+    return backbone, backbone.grid
 
 
 @dataclass
@@ -222,16 +237,8 @@ class ImageFeaturizer:
         weights_option: str = WEIGHTS_OPTION,
     ):
         manifest = recorded.get("manifest", {})
-        if manifest.get("backbone") != BACKBONE:
-            raise ConfigError(
-                f"the run's features come from backbone {manifest.get('backbone')!r}; umt computes {BACKBONE}"
-            )
-        if manifest.get("preprocessing") != PREPROCESSING:
-            raise ConfigError(
-                "the run's features were computed with other image preprocessing than this version of umt "
-                "uses; pass a cache extracted by the run's version (--features FILE, or features= in Python)"
-            )
-        self.weights = _weights_spec(manifest.get("weights", {}), weights, weights_option)
+        self.backbone, self.shape = run_backbone(manifest)
+        self.weights = _weights_spec(self.backbone, manifest.get("weights", {}), weights, weights_option)
         if manifest.get("dtype", DEFAULT_DTYPE) not in STORAGE_DTYPES:
             raise ConfigError(
                 f"the run's features record the storage dtype {manifest.get('dtype')!r}, not one of "
@@ -243,13 +250,13 @@ class ImageFeaturizer:
         self.root = cache_dir or default_cache_dir()
         self.folder = self.root / hashlib.sha256(settings.encode()).hexdigest()[:DIGEST_CHARS]
         _prepare_cache(self.root, self.folder, cache_option)
-        self.grid_file_bytes = len(_npy_bytes(np.zeros(GRID_SHAPE, self.dtype)))  # what every valid file holds
+        self.grid_file_bytes = len(_npy_bytes(np.zeros(self.shape.stored, self.dtype)))  # what every valid file holds
         self.max_image_bytes = max_image_bytes
         self.max_cache_bytes = max_cache_bytes
         self.device = device or torch.device("cpu")
         self.batch_size = batch_size
         self._extractor = None
-        self.grids: dict[str, np.ndarray] = {}  # key -> (7, 7, 2048), of the last featurize call only
+        self.grids: dict[str, np.ndarray] = {}  # key -> (rows, cols, C), of the last featurize call only
         self.computed = 0  # images run through the backbone by this featurizer (the rest came from disk)
 
     def _path(self, key: str) -> Path:
@@ -257,10 +264,10 @@ class ImageFeaturizer:
 
     def _forward(self, pixels: list[np.ndarray]) -> np.ndarray:
         if self._extractor is None:
-            self._extractor = build_extractor(self.weights).to(self.device)
-        batch = torch.from_numpy(np.stack(pixels)).to(self.device)  # (n, 224, 224, 3) uint8
+            self._extractor = self.backbone.build(self.weights).to(self.device)
+        batch = torch.from_numpy(np.stack(pixels)).to(self.device)  # (n, H_in, W_in, 3) uint8
         with torch.inference_mode():
-            grids = self._extractor(batch).float().cpu().numpy()  # (n, 7, 7, 2048)
+            grids = self._extractor(batch).float().cpu().numpy()  # (n, rows, cols, C)
         return grids.astype(self.dtype)
 
     def featurize(self, paths: list[Path]) -> list[Featurized]:
@@ -278,7 +285,7 @@ class ImageFeaturizer:
         self.grids = {}
         out: list[Featurized] = []
         failed: dict[str, str] = {}
-        batch: dict[str, np.ndarray] = {}  # key -> (224, 224, 3) uint8 pixels waiting for the backbone
+        batch: dict[str, np.ndarray] = {}  # key -> (H_in, W_in, 3) uint8 pixels waiting for the backbone
         computed_before = self.computed
         for path, outcome, data in admitted:
             out.append(outcome)
@@ -289,7 +296,7 @@ class ImageFeaturizer:
             if grid is not None:
                 self.grids[key] = grid
                 continue
-            decoded = decode_bytes(data)  # the very bytes hashed: the key names what was decoded
+            decoded = decode_bytes(data, self.backbone.resize)  # the very bytes hashed: the key names what was decoded
             if decoded.status is not Status.OK:
                 failed[key] = f"{path}: {decoded.reason}"
                 continue
@@ -348,14 +355,14 @@ class ImageFeaturizer:
         return grid
 
     def _valid_grid(self, data: bytes, info: os.stat_result) -> np.ndarray | None:
-        """The (7, 7, 2048) grid in a cache file's ``data``, or None if the file cannot be trusted."""
+        """The (rows, cols, C) grid in a cache file's ``data``, or None if the file cannot be trusted."""
         if info.st_uid != os.getuid() or abs(len(data) - self.grid_file_bytes) > NPY_SIZE_SLACK:
             return None
         try:
             grid = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception:  # untrusted bytes: whatever numpy makes of them, the file is not a grid
             return None
-        if not isinstance(grid, np.ndarray) or grid.shape != GRID_SHAPE or grid.dtype != self.dtype:
+        if not isinstance(grid, np.ndarray) or grid.shape != self.shape.stored or grid.dtype != self.dtype:
             return None
         return grid
 
@@ -385,14 +392,15 @@ class ImageFeaturizer:
             total -= size
 
     def features(self) -> GridTable:
-        return GridTable(self.grids)
+        return GridTable(self.grids, self.shape)
 
 
 class GridTable:
-    """Grids held in memory, read through the feature-cache interface the datasets use."""
+    """Grids held in memory (each ``shape.stored``), read through the feature-cache interface the datasets use."""
 
-    def __init__(self, grids: dict[str, np.ndarray]):
+    def __init__(self, grids: dict[str, np.ndarray], shape: GridShape):
         self.grids = grids
+        self.shape = shape
         self.manifest: dict[str, Any] = {}
 
     def __contains__(self, key: object) -> bool:
@@ -404,5 +412,5 @@ class GridTable:
     def get(self, key: str) -> tuple[torch.Tensor, bool]:
         grid = self.grids.get(key)
         if grid is None:
-            return torch.zeros(BLOCKS, CHANNELS), False
-        return torch.from_numpy(grid.astype(np.float32).reshape(GRID * GRID, CHANNELS)), True  # (49, 2048)
+            return torch.zeros(self.shape.sequence), False
+        return torch.from_numpy(grid.astype(np.float32).reshape(self.shape.sequence)), True  # (blocks, C)

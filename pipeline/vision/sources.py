@@ -69,6 +69,7 @@ def resolve_source(
     ids_from: Path | None = None,
     out: Path | None = None,
     shard: Shard | None = None,
+    backbone: str,
 ) -> Source:
     """Which ids, from which folder, into which file (the options of ``umt extract-images``);
     every user mistake is a ConfigError."""
@@ -77,7 +78,7 @@ def resolve_source(
     if dataset:
         root = Path(data_root) if data_root else layout.default_data_root()
         folder = Path(images) if images else layout.images_dir(root, dataset)
-        target = Path(out) if out else default_cache_path(root, dataset)
+        target = Path(out) if out else default_cache_path(root, dataset, backbone)
         record = {"dataset": dataset, "images": str(folder.resolve())}
     elif images:
         if out is None:
