@@ -58,24 +58,12 @@ def open_features(
 
 def check_backbone(cache: FeatureCache, expected: str | None = None) -> None:
     """A cache is read only when its manifest names a registered backbone (``expected``, when
-    given) and the grid shape and layer that backbone gives: a manifest that says vgg16 over 2048
-    channels was not written by umt."""
-    from umt.pipeline.vision.backbones import get_backbone
+    given) with the grid shape and layer that backbone gives (``recorded_backbone``)."""
+    from umt.pipeline.vision.backbones import recorded_backbone
 
-    name = cache.manifest.get("backbone")
-    if not isinstance(name, str):
-        raise ConfigError(f"{cache.path}: the manifest names no image backbone (found {name!r:.40})")
+    name = recorded_backbone(cache.manifest, str(cache.path)).name
     if expected is not None and name != expected:
         raise ConfigError(f"{cache.path} holds {name} features, not {expected}'s (--backbone {expected})")
-    try:
-        backbone = get_backbone(name)
-    except ConfigError as e:
-        raise ConfigError(f"{cache.path}: {e}") from None
-    if cache.shape != backbone.grid or cache.manifest.get("layer") != backbone.layer:
-        raise ConfigError(
-            f"{cache.path}: a {name} cache holds {backbone.grid} grids of {backbone.layer!r}, this one says "
-            f"{cache.shape} of {cache.manifest.get('layer')!r:.60}"
-        )
 
 
 def open_run_features(

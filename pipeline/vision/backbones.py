@@ -33,7 +33,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from umt.cache.grid import GridShape
+from umt.cache.grid import GridShape, GridShapeError
 from umt.pipeline.errors import ConfigError, did_you_mean
 from umt.pipeline.vision.decode import Resize, preprocessing
 
@@ -119,6 +119,35 @@ def get_backbone(name: str) -> Backbone:
         raise ConfigError(
             f"unknown backbone {name!r}{did_you_mean(name, _REGISTRY)}; known: {', '.join(_REGISTRY)}"
         ) from None
+
+
+def recorded_backbone(manifest: Any, origin: str) -> Backbone:
+    """The registered backbone a features manifest (a cache's, or a run's pin of it) names, checked
+    against what the manifest says of it: a manifest that says vgg16 over 2048 channels was not
+    written by umt. A manifest recording its grid shape records its layer too; the pins of runs
+    trained before backbones were a choice record neither, and are taken as the backbone's.
+    ``origin`` begins each message (the file, or "the run's features")."""
+    name = manifest.get("backbone") if isinstance(manifest, dict) else None
+    if not isinstance(name, str):
+        raise ConfigError(f"{origin}: the manifest names no image backbone (found {name!r:.40})")
+    try:
+        backbone = get_backbone(name)
+    except ConfigError as e:
+        raise ConfigError(f"{origin}: {e}") from None
+    if "grid" in manifest or "channels" in manifest:
+        try:
+            shape = GridShape.from_manifest(manifest)
+        except GridShapeError as e:
+            raise ConfigError(f"{origin}: a damaged grid shape ({e})") from None
+        layer = manifest.get("layer")
+    else:
+        shape, layer = backbone.grid, backbone.layer
+    if shape != backbone.grid or layer != backbone.layer:
+        raise ConfigError(
+            f"{origin}: a {name} cache holds {backbone.grid} grids of {backbone.layer!r}, this one says "
+            f"{shape} of {layer!r:.60}"
+        )
+    return backbone
 
 
 FOLDED = (("batchnorm", "folded into the preceding convolution"),)

@@ -23,7 +23,6 @@ relative), about 20% less CPU time for ResNet-152. The manifest's ``compute`` re
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,14 +36,12 @@ from torchvision import models
 
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.vision.backbones import WEIGHTS_RANDOM
-from umt.pipeline.vision.grid_extractor import GridExtractor
+from umt.pipeline.vision.grid_extractor import RANDOM_SEED, GridExtractor, file_sha256, seeded_init
 
 if TYPE_CHECKING:
     from umt.pipeline.vision.backbones import Backbone
 
 WEIGHTS_IMAGENET = "imagenet"
-RANDOM_SEED = 0
-HASH_BLOCK = 1 << 20
 #: How torchvision's ResNet names a convolution and the BatchNorm that follows it (conv1/bn1, ...).
 CONV_PREFIX, BN_PREFIX = "conv", "bn"
 
@@ -76,15 +73,6 @@ ARCHS = {
     ),
     "vgg16": Arch(models.vgg16, models.VGG16_Weights.IMAGENET1K_V1, ("features",), "classifier."),
 }
-
-
-def file_sha256(path: Path) -> str:
-    """The hex sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_identity(backbone: Backbone, spec: str) -> dict[str, Any]:
@@ -183,8 +171,7 @@ def build(backbone: Backbone, spec: str) -> GridExtractor:
     """The frozen, eval-mode grid extractor of ``backbone`` for ``--weights spec``, on the CPU."""
     arch = ARCHS[backbone.arch]
     if spec == WEIGHTS_RANDOM:
-        with torch.random.fork_rng(devices=[]):  # fixed weights without touching the caller's RNG
-            torch.manual_seed(RANDOM_SEED)
+        with seeded_init():
             model = arch.build(weights=None, **dict(arch.random_kwargs))
     else:
         model = arch.build(weights=None)

@@ -11,11 +11,33 @@ choice, so those caches are rewritten bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from umt.cache.grid import GridShape
 from umt.pipeline.vision.decode import UINT8_MAX
+
+#: The seed of every ``--weights random`` network, recorded in the manifest's weights identity.
+RANDOM_SEED = 0
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a weights file's bytes: how a manifest names weights only the user has."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+@contextlib.contextmanager
+def seeded_init() -> Iterator[None]:
+    """Build ``--weights random`` networks inside: fixed weights without touching the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        yield
 
 
 class GridExtractor(nn.Module):

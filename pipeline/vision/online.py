@@ -60,9 +60,9 @@ import torch
 
 from umt.cache.durable import MIB, UnsafeFile, atomic_write_bytes, open_regular, read_open, read_regular
 from umt.cache.format import STORAGE_DTYPES, Status
-from umt.cache.grid import GridShape, GridShapeError
+from umt.cache.grid import GridShape
 from umt.pipeline.errors import ConfigError
-from umt.pipeline.vision.backbones import Backbone, get_backbone
+from umt.pipeline.vision.backbones import Backbone, recorded_backbone
 from umt.pipeline.vision.decode import decode_bytes, header_problem
 
 DEFAULT_CACHE_DIR = Path("~/.cache/umt/predict-features")
@@ -187,24 +187,7 @@ def _weights_spec(backbone: Backbone, recorded: Any, weights: str | None, option
 def run_backbone(manifest: dict[str, Any]) -> tuple[Backbone, GridShape]:
     """The registered backbone a run's pinned features ``manifest`` names and its grid shape,
     checked against what this umt computes for it (shape, preprocessing)."""
-    name = manifest.get("backbone")
-    try:
-        backbone = get_backbone(name) if isinstance(name, str) else None
-    except ConfigError:
-        backbone = None
-    if backbone is None:
-        raise ConfigError(
-            f"the run's features come from backbone {name!r:.60}, which this version of umt does not compute"
-        )
-    if "grid" in manifest or "channels" in manifest:  # runs trained before backbones were a choice record neither
-        try:
-            recorded = GridShape.from_manifest(manifest)
-        except GridShapeError as e:
-            raise ConfigError(f"the run's features record a damaged grid shape: {e}") from None
-        if recorded != backbone.grid:
-            raise ConfigError(
-                f"the run's {name} features are {recorded} grids; umt computes {backbone.grid} for {name}"
-            )
+    backbone = recorded_backbone(manifest, "the run's features")
     if manifest.get("preprocessing") != backbone.preprocessing:
         raise ConfigError(
             "the run's features were computed with other image preprocessing than this version of umt "

@@ -34,13 +34,11 @@ from torch import nn
 
 from umt.pipeline.errors import ConfigError
 from umt.pipeline.vision.backbones import WEIGHTS_RANDOM
-from umt.pipeline.vision.grid_extractor import GridExtractor
+from umt.pipeline.vision.grid_extractor import RANDOM_SEED, GridExtractor, file_sha256, seeded_init
 
 if TYPE_CHECKING:
     from umt.pipeline.vision.backbones import Backbone
 
-RANDOM_SEED = 0
-HASH_BLOCK = 1 << 20
 CONFIG_FILE = "config.json"
 WEIGHTS_PATTERN = "*.safetensors"
 
@@ -69,10 +67,7 @@ def _files(folder: Path) -> list[Path]:
 def _digest(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as fh:
-            while block := fh.read(HASH_BLOCK):
-                digest.update(block)
+        digest.update(path.name.encode() + b"\0" + bytes.fromhex(file_sha256(path)))
     return digest.hexdigest()
 
 
@@ -164,8 +159,7 @@ def build(backbone: Backbone, spec: str) -> GridExtractor:
     if spec == WEIGHTS_RANDOM:
         config = config_class()
         _check_config(backbone, config, spec)
-        with torch.random.fork_rng(devices=[]):  # fixed weights without touching the caller's RNG
-            torch.manual_seed(RANDOM_SEED)
+        with seeded_init():
             model = model_class(config, **kwargs)
     else:
         folder, _ = _resolve(spec)
