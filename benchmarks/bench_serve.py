@@ -5,7 +5,10 @@ Starts ``umt serve RUN`` as its own process on a free port, measures the offline
 not share the cores), then drives the server with ``--clients`` concurrent clients (coroutines
 of one thread), each on its own keep-alive connection, each sending one post per request in
 turn until ``--requests`` are done or ``--seconds`` have passed (a warm-up of ``--warmup``
-requests first, not counted). Prints throughput (posts/s, and its ratio to offline), latency
+requests first, not counted). Also measures, in this process, the model alone tagging the posts
+in batches of ``--clients`` consecutive posts, as the server sees them (N closed-loop clients
+of one post each can fill no bigger batch): the most the server could serve with free HTTP.
+Prints throughput (posts/s, and its ratios to offline and to the model alone), latency
 p50 / p95 / p99, errors (any non-200 answer or failed connection), the mean posts per batch
 the server ran, and the server's resident
 memory (VmRSS) after the warm-up and at the end.
@@ -32,7 +35,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+import umt
 from umt.pipeline.data.layout import load_split
+from umt.pipeline.data.new_posts import from_text
+from umt.pipeline.serving.app import ServeSettings, Tagging
 from umt.stages import predict
 from umt.stages.requests import PredictRequest
 
@@ -135,6 +141,21 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def model_alone(run: Path, texts: list[str], batch: int, quantize: str) -> float:
+    """Posts/s of the server's own batch function over ``texts`` in batches of ``batch``
+    consecutive posts, no HTTP (the median of three passes)."""
+    tagging = Tagging(umt.load(run, device="cpu", quantize=quantize), ServeSettings())
+    items = [(from_text(t, tagging.tagger.style, line=1), None, False) for t in texts]
+    tagging.work(items[:batch])  # warm-up
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for i in range(0, len(items), batch):
+            tagging.work(items[i : i + batch])
+        rates.append(len(items) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True)
@@ -160,6 +181,7 @@ def main() -> None:
     offline = statistics.median(  # one pass over the posts takes ~2 s: the median of three is steadier
         predict.run(request, console=Console(stderr=True, quiet=True))["posts_per_second"] for _ in range(3)
     )
+    alone = model_alone(args.run, texts, args.clients, quantize)
 
     port = _free_port()
     command = [sys.executable, "-m", "umt.cli", "serve", str(args.run), "--port", str(port), "--device", "cpu"]
@@ -186,8 +208,11 @@ def main() -> None:
         table.add_column(column, justify="right" if column == "value" else "left")
     rows = [
         ("offline umt predict (median of 3)", f"{offline:.1f} posts/s"),
+        (f"model alone, batches of {args.clients} posts (median of 3)", f"{alone:.1f} posts/s"),
+        ("model alone / offline: the ceiling", f"{alone / offline:.2f}"),
         ("served", f"{rate:.1f} posts/s"),
         ("served / offline", f"{rate / offline:.2f}"),
+        ("served / model alone", f"{rate / alone:.2f}"),
         ("posts per batch (mean)", f"{batch:.1f}"),
         ("latency p50", f"{1000 * statistics.median(load.latencies):.1f} ms"),
         ("latency p95", f"{1000 * _percentile(load.latencies, 0.95):.1f} ms"),
@@ -205,6 +230,7 @@ def main() -> None:
         "clients": args.clients,
         "requests": done,
         "offline_posts_per_second": offline,
+        "model_alone_posts_per_second": alone,
         "served_posts_per_second": rate,
         "ratio": rate / offline,
         "posts_per_batch": batch,

@@ -26,11 +26,11 @@ def build(req: ServeRequest) -> tuple[Any, TrainedRun]:
         raise ConfigError(f"{missing}: pip install 'umt[serve]'") from None
     from umt.pipeline.inference.trained import load_run
     from umt.pipeline.serving.app import ServeSettings, create_app
+    from umt.pipeline.serving.batcher import ModelThread
     from umt.pipeline.serving.intake import Limits
     from umt.pipeline.sharing.source import locate
 
     source = locate(req.run)
-    trained = load_run(source.path, req.device, quantize=req.quantize)
     limits = Limits(
         max_posts=req.max_posts,
         max_image_bytes=req.max_image_mb * MIB,
@@ -48,7 +48,13 @@ def build(req: ServeRequest) -> tuple[Any, TrainedRun]:
         weights=req.weights,
         name=source.hub_id or source.path.resolve().name,
     )
-    return create_app(trained, settings), trained
+    thread = ModelThread()  # the model is loaded on the thread that will run it (ModelThread)
+    try:
+        trained = thread.call(load_run, source.path, req.device, quantize=req.quantize)
+        return create_app(trained, settings, thread), trained
+    except BaseException:
+        thread.close()
+        raise
 
 
 def run(req: ServeRequest, console: Console | None = None) -> None:

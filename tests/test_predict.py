@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from PIL import Image
 import umt
 from umt.cli import main
 from umt.pipeline.batch import Placement, WindowRef
+from umt.pipeline.data.batching import Collator, cut_by_length
 from umt.pipeline.data.layout import load_split
 from umt.pipeline.data.new_posts import BadLine, read_new_posts
 from umt.pipeline.heads.crf import CRFHead, Entity
@@ -133,8 +135,11 @@ def _brute_force(log_score, n: int, entity: Entity) -> float:
     """P(entity) by enumerating every tag sequence and reading its entities as the scores do."""
     entity_type = VOCAB.labels[entity.begin][2:]
     total = hit = 0.0
-    for y in itertools.product(range(len(VOCAB)), repeat=n):
-        p = float(torch.exp(log_score(y)).detach())
+    every = list(itertools.product(range(len(VOCAB)), repeat=n))
+    scores = [float(log_score(y).detach()) for y in every]
+    top = max(scores)  # probabilities relative to the best sequence: extreme scores do not overflow
+    for y, score in zip(every, scores, strict=True):
+        p = math.exp(score - top)
         total += p
         if (entity_type, entity.start, entity.end) in bio_to_spans(VOCAB.decode(y)):
             hit += p
@@ -144,13 +149,14 @@ def _brute_force(log_score, n: int, entity: Entity) -> float:
     return hit / total
 
 
-def test_crf_entity_probabilities_are_the_marginals_brute_force_enumeration_gives():
+@pytest.mark.parametrize("spread", [1.0, 30.0, 2000.0])  # 2000: scores too far apart to multiply
+def test_crf_entity_probabilities_are_the_marginals_brute_force_enumeration_gives(spread):
     torch.manual_seed(0)
     head = CRFHead(len(VOCAB))
     with torch.no_grad():
         for p in head.parameters():
-            p.normal_()
-    emissions = torch.randn(5, len(VOCAB))
+            p.normal_(std=spread)
+    emissions = torch.randn(5, len(VOCAB)) * spread
     crf = head.crf
 
     def log_score(y):
@@ -462,3 +468,60 @@ def test_a_folder_of_images_with_captions_is_an_input(imaged_run, tmp_path):
         ("test0.png", "Great to see Anna in Paris"),
         ("test1.png", "Chloe visits Oslo !"),
     ]
+
+
+# ---- evaluation batches cut by length -----------------------------------------------------------
+
+
+def _cost(lengths, cuts, call_cost):
+    return sum(len(cut) * lengths[cut[0]] + call_cost for cut in cuts)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_cut_by_length_cost_what_the_best_of_every_cut_costs(seed):
+    rng = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 10, (1,), generator=rng))
+    lengths = sorted(torch.randint(1, 60, (n,), generator=rng).tolist(), reverse=True)
+    max_size = int(torch.randint(1, 5, (1,), generator=rng))
+    for call_cost in (0.0, 7.5, 54.0, 1e6):
+        cuts = cut_by_length(lengths, max_size, call_cost)
+        assert [k for cut in cuts for k in cut] == list(range(n))  # every window once, in order
+        assert all(1 <= len(cut) <= max_size for cut in cuts)
+        every = [  # every way of cutting 0..n-1 into consecutive batches of at most max_size
+            [range(a, b) for a, b in itertools.pairwise((0, *points, n))]
+            for r in range(n)
+            for points in itertools.combinations(range(1, n), r)
+        ]
+        fitting = [c for c in every if all(len(cut) <= max_size for cut in c)]
+        assert _cost(lengths, cuts, call_cost) == pytest.approx(min(_cost(lengths, c, call_cost) for c in fitting))
+
+
+def test_cut_by_length_wants_the_longest_first():
+    with pytest.raises(ValueError, match="longest first"):
+        cut_by_length([3, 5, 2], 4, 1.0)
+    assert cut_by_length([], 4, 1.0) == []
+    assert sorted(len(cut) for cut in cut_by_length([9, 9, 9, 9, 9], 2, 1.0)) == [1, 2, 2]  # fewest calls
+    assert cut_by_length([40, 39, 3, 2], 4, 10.0) == [range(0, 2), range(2, 4)]  # 79+10+6+10 < 160+10
+
+
+def test_tags_and_scores_do_not_depend_on_how_the_batches_are_cut(imaged_run, tiny_root, monkeypatch):
+    texts = [" ".join(p.tokens) for p in load_split(tiny_root, "tiny", "test")]
+    tagger = umt.load(imaged_run["run"], device="cpu")
+    side = type(tagger.text)
+    batches = []
+    collate = Collator.__call__
+    monkeypatch.setattr(Collator, "__call__", lambda self, rows: batches.append(len(rows)) or collate(self, rows))
+    got = {}
+    for call_cost in (None, 54.0, 0.0):  # fixed batches, cut by length, a batch per length
+        monkeypatch.setattr(side, "call_cost", call_cost)
+        batches.clear()
+        got[call_cost] = (tagger.tag(texts), list(batches))
+    assert len({tuple(sizes) for _, sizes in got.values()}) >= 2, "the settings cut the same batches"
+    fixed = got[None][0]
+    for call_cost in (54.0, 0.0):
+        records = got[call_cost][0]
+        assert [r["tags"] for r in records] == [r["tags"] for r in fixed]
+        for record, expected in zip(records, fixed, strict=True):
+            assert [e["score"] for e in record["entities"]] == pytest.approx(
+                [e["score"] for e in expected["entities"]], abs=1e-5
+            )

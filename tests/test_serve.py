@@ -115,6 +115,85 @@ def test_concurrent_requests_are_tagged_in_shared_batches(client):
     assert health["status"] == "ok" and health["posts"] >= 32
 
 
+def test_the_model_is_loaded_built_and_run_on_one_thread_of_its_own(served, monkeypatch):
+    """libgomp gives every thread entering torch a team of OpenMP workers: loading on one thread
+    and tagging on another leaves two teams, which made a batch ~20% slower on 2 cores."""
+    import threading
+
+    from umt.pipeline.inference import trained as trained_module
+    from umt.pipeline.serving import app as app_module
+
+    threads = {"load": set(), "build": set(), "work": set()}
+    load, init, work = trained_module.load_run, app_module.Tagging.__init__, app_module.Tagging.work
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            threads[name].add(threading.get_ident())
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(trained_module, "load_run", spy("load", load))
+    monkeypatch.setattr(app_module.Tagging, "__init__", spy("build", init))
+    monkeypatch.setattr(app_module.Tagging, "work", spy("work", work))
+    with _client(served) as c:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: c.post("/v1/tag", json={"text": f"{TEXT} {i}"}), range(8)))
+    assert all(a.status_code == 200 for a in answers)
+    used = set().union(*threads.values())
+    assert all(threads.values()) and len(used) == 1, threads
+    assert threading.get_ident() not in used and threading.main_thread().ident not in used
+
+
+def _closed_loop(clients: list[tuple[float, int]], max_wait: float, seconds: float = 0.0) -> tuple[list[int], float]:
+    """Clients (start delay, rounds), each sending one post and waiting for its answer in turn,
+    against a batcher whose work takes ``seconds``: the batch sizes and the seconds it all took."""
+    import asyncio
+    import time
+
+    from umt.pipeline.serving.batcher import MicroBatcher, ModelThread
+
+    sizes: list[int] = []
+
+    def work(items):
+        sizes.append(len(items))
+        time.sleep(seconds)
+        return [2 * x for x in items]
+
+    async def scenario() -> float:
+        batcher = MicroBatcher(work, ModelThread(), max_batch=64, max_wait=max_wait)
+        await batcher.start()
+
+        async def client(k: int, delay: float, rounds: int) -> None:
+            await asyncio.sleep(delay)
+            for _ in range(rounds):
+                assert await batcher.submit([k]) == [2 * k]
+
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(client(k, *c) for k, c in enumerate(clients)))
+        took = asyncio.get_running_loop().time() - started
+        await batcher.stop()
+        return took
+
+    return sizes, asyncio.run(scenario())
+
+
+def test_closed_loop_clients_are_batched_together_without_waiting_out_max_wait():
+    sizes, took = _closed_loop([(0.0, 8)] * 4, max_wait=1.0)
+    assert sizes == [4] * 8  # every batch holds every client
+    assert took < 4.0  # only the first batch waited out max_wait: eight would take 8 s
+
+
+def test_new_clients_join_the_batch_and_split_groups_join_again():
+    # 4 clients, then 4 more starting while the first 4 are served (a batch takes 20 ms): the new
+    # ones wait as a group of their own while the others' batch runs, and are expected with them
+    sizes, took = _closed_loop([(0.0, 30)] * 4 + [(0.3, 20)] * 4, max_wait=0.2, seconds=0.02)
+    assert sum(sizes) == 4 * 30 + 4 * 20
+    longest = max(len(run) for run in "".join("x" if n == 8 else "." for n in sizes).split("."))
+    assert longest >= 15, sizes  # together, all eight clients in every batch
+    assert took < 5.0, sizes
+
+
 def _image_bytes(fmt: str = "PNG", size=(32, 24)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, (200, 30, 30)).save(buffer, format=fmt)

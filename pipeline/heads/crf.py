@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torchcrf import CRF
@@ -82,21 +83,20 @@ class CRFHead(nn.Module):
             chain  = sum_{t=s+1}^{e-1} (T[y_t-1, I] + e_t(I))
             tail   = end_score(y_e-1) if e == n, else logsumexp_{k != I} (T[y_e-1, k] + e_e(k) + beta_e(k))
             P      = sum over the two cases of exp(open + chain + tail - log Z)
-        """
-        e = emissions.float()  # (n, K)
-        n = e.shape[0]
-        trans = self.crf.transitions.float()  # (K, K) from -> to
-        start, end = self.crf.start_transitions.float(), self.crf.end_transitions.float()  # (K,)
-        alpha = [start + e[0]]  # each (K,)
-        for t in range(1, n):
-            alpha.append(torch.logsumexp(alpha[-1][:, None] + trans, dim=0) + e[t])
-        beta = [end]  # beta_{n-1}; built backwards
-        for t in range(n - 2, -1, -1):
-            beta.append(torch.logsumexp(trans + (e[t + 1] + beta[-1])[None, :], dim=1))
-        beta.reverse()
-        log_z = torch.logsumexp(alpha[-1] + end, dim=0)
 
-        def closed(first: int, score: torch.Tensor, entity: Entity) -> torch.Tensor:
+        The recursions run in NumPy float64, as products of probabilities rescaled at every
+        step (the scaled forward-backward), then are taken back to logs: a window is a few dozen
+        steps over K labels, where each torch or log-space call costs more than its arithmetic.
+        """
+        e = emissions.detach().cpu().double().numpy()  # (n, K)
+        n = e.shape[0]
+        trans = self.crf.transitions.detach().cpu().double().numpy()  # (K, K) from -> to
+        start = self.crf.start_transitions.detach().cpu().double().numpy()  # (K,)
+        end = self.crf.end_transitions.detach().cpu().double().numpy()  # (K,)
+        alpha, beta = _forward_backward(e, trans, start, end)  # (n, K) each, logs
+        log_z = _logsumexp(alpha[n - 1] + end, axis=0)
+
+        def closed(first: int, score: float, entity: Entity) -> float:
             """``score`` of the entity's first word labelled ``first``, carried to its end and past it."""
             label = first
             for t in range(entity.start + 1, entity.end):
@@ -105,8 +105,8 @@ class CRFHead(nn.Module):
             if entity.end == n:
                 return score + end[label]
             tail = trans[label] + e[entity.end] + beta[entity.end]  # (K,)
-            tail[entity.inside] = float("-inf")
-            return score + torch.logsumexp(tail, dim=0)
+            tail[entity.inside] = -np.inf
+            return score + _logsumexp(tail, axis=0)
 
         out = []
         for entity in entities:
@@ -115,8 +115,68 @@ class CRFHead(nn.Module):
                 open_inside = start[i] + e[0, i]
             else:
                 before = alpha[s - 1] + trans[:, i]  # (K,)
-                before[[b, i]] = float("-inf")
-                open_inside = torch.logsumexp(before, dim=0) + e[s, i]
-            cases = torch.stack([closed(b, alpha[s][b], entity), closed(i, open_inside, entity)])
-            out.append(float(torch.exp(torch.logsumexp(cases, dim=0) - log_z).clamp(0.0, 1.0)))
+                before[[b, i]] = -np.inf
+                open_inside = _logsumexp(before, axis=0) + e[s, i]
+            cases = np.array([closed(b, alpha[s, b], entity), closed(i, open_inside, entity)])
+            out.append(float(np.clip(np.exp(_logsumexp(cases, axis=0) - log_z), 0.0, 1.0)))
         return out
+
+
+def _forward_backward(
+    e: np.ndarray, trans: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log forward scores alpha (emission included) and log backward scores beta (emission
+    excluded), (n, K) each, of emissions ``e`` (n, K). Each step multiplies probabilities
+    scaled to a maximum of 1 and keeps the log of the scale. Scores so far apart that every
+    product of a step underflows (over ~700 between labels) are recomputed in log space."""
+    n, _ = e.shape
+    top_t = trans.max()
+    step = np.exp(trans - top_t)  # (K, K)
+    top_e = e.max(axis=1)  # (n,)
+    emit = np.exp(e - top_e[:, None])  # (n, K)
+    alpha, beta = np.empty_like(e), np.empty_like(e)
+    log_alpha_scale, log_beta_scale = np.empty(n), np.empty(n)
+    first = start + e[0]
+    alpha[0] = np.exp(first - first.max())
+    log_alpha_scale[0] = first.max()
+    for t in range(1, n):
+        carried = (alpha[t - 1] @ step) * emit[t]  # (K,)
+        scale = carried.max()
+        if not scale > 0:
+            return _log_forward_backward(e, trans, start, end)
+        alpha[t] = carried / scale
+        log_alpha_scale[t] = log_alpha_scale[t - 1] + np.log(scale) + top_t + top_e[t]
+    beta[n - 1] = np.exp(end - end.max())
+    log_beta_scale[n - 1] = end.max()
+    for t in range(n - 2, -1, -1):
+        carried = step @ (emit[t + 1] * beta[t + 1])  # (K,)
+        scale = carried.max()
+        if not scale > 0:
+            return _log_forward_backward(e, trans, start, end)
+        beta[t] = carried / scale
+        log_beta_scale[t] = log_beta_scale[t + 1] + np.log(scale) + top_t + top_e[t + 1]
+    with np.errstate(divide="ignore"):
+        return np.log(alpha) + log_alpha_scale[:, None], np.log(beta) + log_beta_scale[:, None]
+
+
+def _log_forward_backward(
+    e: np.ndarray, trans: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_forward_backward` in log space throughout (slower, for extreme scores)."""
+    n, _ = e.shape
+    alpha, beta = np.empty_like(e), np.empty_like(e)
+    alpha[0] = start + e[0]
+    for t in range(1, n):
+        alpha[t] = _logsumexp(alpha[t - 1][:, None] + trans, axis=0) + e[t]
+    beta[n - 1] = end
+    for t in range(n - 2, -1, -1):
+        beta[t] = _logsumexp(trans + (e[t + 1] + beta[t + 1])[None, :], axis=1)
+    return alpha, beta
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    """log(sum(exp(x))) along ``axis``, stable, and -inf where every term is -inf."""
+    top = np.max(x, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(top + np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True)), axis=axis)

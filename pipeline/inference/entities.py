@@ -31,7 +31,7 @@ import torch
 
 from umt.pipeline.batch import Batch, WindowRef
 from umt.pipeline.heads.crf import Entity
-from umt.pipeline.inference.windows import WindowMerge
+from umt.pipeline.inference.windows import WindowMerge, evaluating
 from umt.pipeline.labels import BEGIN, INSIDE, PREFIX_SEPARATOR, LabelVocab, bio_to_spans, spans_to_bio
 
 
@@ -89,11 +89,9 @@ def tag_batches(
     explain: bool = False,
 ) -> list[Tagged]:
     """Tag every post whose windows ``batches`` hold (post ``i`` has ``lengths[i]`` words)."""
-    was_training = model.training
-    model.eval()
     windows: list[list[_Window]] = [[] for _ in lengths]
     merge = WindowMerge(lengths)
-    with model.explaining() if explain else nullcontext():
+    with evaluating(model), model.explaining() if explain else nullcontext():
         for batch in batches:
             batch = batch.to(device)
             emissions, _ = model.emissions(batch)  # (B, W, K)
@@ -107,7 +105,6 @@ def tag_batches(
                     )
                 )
                 merge.add(ref, vocab.decode(ids))
-    model.train(was_training)
     results = []
     for post, row in enumerate(merge.result()):
         tags = spans_to_bio(bio_to_spans(row), len(row))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from umt.pipeline.data.batching import Collator, MnerDataset, make_loader
+from umt.pipeline.data.batching import Collator, MnerDataset, cut_by_length, make_loader
 from umt.pipeline.inference.entities import Tagged, tag_batches
 from umt.pipeline.inference.windows import decode_windows, merge_windows
 from umt.pipeline.labels import LabelVocab
@@ -44,11 +44,19 @@ class Predictor:
         """``dataset``'s windows (those of ``order``, or all) in evaluation batches, longest
         first: windows of similar length share a batch, so little of it is padding (on the
         Twitter-2017 test posts, a third fewer encoder positions than in the dataset's order).
-        Every window's result is its own whatever its batch, and they are put back by post."""
+        On a CPU, where the text side prices a call (``TextSide.call_cost``), the batches are
+        cut where the padding saved outweighs one more call (:func:`cut_by_length`); otherwise
+        they hold ``eval_batch_size`` windows each. Every window's result is its own whatever
+        its batch, and they are put back by post."""
         collate = Collator(self.text, dataset.features.shape if dataset.features is not None else None)
         chosen = range(len(dataset)) if order is None else order
         by_length = sorted(chosen, key=lambda i: -dataset.items[i].window.positions)
-        return make_loader(dataset, collate, self.cfg.eval_batch_size, self.cfg.num_workers, by_length)
+        size, workers = self.cfg.eval_batch_size, self.cfg.num_workers
+        if self.text.call_cost is None or self.device.type != "cpu":
+            return make_loader(dataset, collate, size, workers, by_length)
+        lengths = [dataset.items[i].window.positions for i in by_length]
+        cuts = cut_by_length(lengths, size, self.text.call_cost)
+        return make_loader(dataset, collate, size, workers, batches=[[by_length[k] for k in cut] for cut in cuts])
 
     def predict(self, dataset: MnerDataset) -> list[list[str]]:
         """The predicted tags of every post of ``dataset`` (one per word)."""

@@ -6,7 +6,8 @@ owns it (``Placement.owned``), so every word of every post gets exactly one tag.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -32,18 +33,31 @@ class WindowMerge:
         return self.tags  # type: ignore[return-value]
 
 
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode for the block, and back in training mode after it if it was. A model
+    already in eval mode (a loaded run, every batch a server tags) is left as it is: walking its
+    modules twice per batch cost a served batch of 16 posts about 2 ms."""
+    if not model.training:
+        yield model
+        return
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train()
+
+
 @torch.inference_mode()
 def decode_windows(
     model: torch.nn.Module, batches: Iterable[Batch], vocab: LabelVocab, device: torch.device
 ) -> list[tuple[WindowRef, list[str]]]:
     """Each window of ``batches`` with the labels of its words."""
-    was_training = model.training
-    model.eval()
     out = []
-    for batch in batches:
-        decoded = model.decode(batch.to(device))
-        out.extend((ref, vocab.decode(ids)) for ref, ids in zip(batch.refs, decoded, strict=True))
-    model.train(was_training)
+    with evaluating(model):
+        for batch in batches:
+            decoded = model.decode(batch.to(device))
+            out.extend((ref, vocab.decode(ids)) for ref, ids in zip(batch.refs, decoded, strict=True))
     return out
 
 

@@ -39,7 +39,7 @@ from umt.pipeline.errors import ConfigError
 from umt.pipeline.inference.posts import PostTagger, Result
 from umt.pipeline.inference.trained import TrainedRun
 from umt.pipeline.metrics import PRIMARY
-from umt.pipeline.serving.batcher import Busy, MicroBatcher
+from umt.pipeline.serving.batcher import Busy, MicroBatcher, ModelThread
 from umt.pipeline.serving.browse import FILTERS, TestPredictions
 from umt.pipeline.serving.intake import BadRequest, Limits, Submitted, from_form, from_json
 
@@ -166,11 +166,15 @@ def _scores(metrics: dict) -> dict:
     return out
 
 
-def create_app(trained: TrainedRun, settings: ServeSettings | None = None) -> FastAPI:
-    """The FastAPI app serving ``trained`` (module docstring)."""
+def create_app(
+    trained: TrainedRun, settings: ServeSettings | None = None, thread: ModelThread | None = None
+) -> FastAPI:
+    """The FastAPI app serving ``trained`` (module docstring), its torch work on ``thread``: the
+    one ``trained`` was loaded on (a new one if not given); the app's batcher closes it."""
     settings = settings or ServeSettings()
-    tagging = Tagging(trained, settings)
-    batcher = MicroBatcher(tagging.work, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queued)
+    thread = thread or ModelThread()
+    tagging = thread.call(Tagging, trained, settings)
+    batcher = MicroBatcher(tagging.work, thread, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queued)
     config = trained.config
     metrics = trained.run.metrics() if trained.run.finished else {}
     browse = TestPredictions.of(trained.run, config, settings.images)

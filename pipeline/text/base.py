@@ -95,6 +95,10 @@ class TextSide(ABC):
     """Interface of a text side; ``kind`` is what a run directory records to reload it."""
 
     kind: ClassVar[str]
+    #: What one more forward call costs on a CPU, in encoder positions: evaluation batches are
+    #: cut where the padding saved is worth more (:func:`umt.pipeline.data.batching.cut_by_length`).
+    #: None: fixed batches (an encoder whose cost is not padded positions, as a recurrent one's).
+    call_cost: ClassVar[float | None] = None
 
     @classmethod
     @abstractmethod
