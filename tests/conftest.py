@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import random
 import struct
 import zlib
@@ -200,3 +202,33 @@ def build_imaged_run(base: Path, root: Path, encoder: Path, model: str = "umt", 
         )
     )
     return {"run": run, "cache": cache, "images": images, "base": base}
+
+
+def place_in_hub_cache(folder: Path, cache: Path, repo: str, commit: str = "0" * 40) -> Path:
+    """``folder`` as huggingface_hub stores a downloaded snapshot: blobs named by content, the
+    snapshot's files links to them, refs/main naming the commit."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    (root / "blobs").mkdir(parents=True)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snapshot / path.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch) -> Path:
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache

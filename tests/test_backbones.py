@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_grid_cache
+from conftest import place_in_hub_cache, write_grid_cache
 from PIL import Image
 from rich.console import Console
 
@@ -170,3 +170,51 @@ def test_a_manifest_that_contradicts_its_backbone_is_refused(tiny_root, tiny_enc
     forged = write_grid_cache(tmp_path / "forged.h5", grids, {"backbone": "vgg16"})
     with pytest.raises(ConfigError, match="vgg16 cache holds 7x7x512"):
         _train(tiny_root, "umt", tiny_encoder_dir, tmp_path / "run", features=forged)
+
+
+def _small_vit(folder: Path, seed: int) -> Path:
+    """A ViT with ViT-B/16's grid (224-pixel images, 16-pixel patches, 768 channels) and one thin
+    layer, saved as transformers saves it: config.json and model.safetensors."""
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(seed)
+    config = ViTConfig(num_hidden_layers=1, intermediate_size=32)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_vit_weights_from_a_folder_or_a_hub_snapshot_are_used_and_recorded(imaged_root, hub_cache, tmp_path):
+    folder = _small_vit(tmp_path / "vit", seed=3)
+    from_folder, random, from_hub = (tmp_path / f"{name}.h5" for name in ("folder", "random", "hub"))
+    _extract(imaged_root, "vit-b16", weights=str(folder), out=from_folder)
+    _extract(imaged_root, "vit-b16", out=random)
+    snapshot = place_in_hub_cache(folder, hub_cache, "someone/vit-small", commit="a" * 40)
+    _extract(imaged_root, "vit-b16", weights="someone/vit-small", out=from_hub)
+    grids = {name: _features(path) for name, path in (("folder", from_folder), ("random", random), ("hub", from_hub))}
+    assert grids["folder"].shape[1:] == (196, 768)
+    assert np.array_equal(grids["folder"], grids["hub"])  # the same weights, by either way
+    assert not np.allclose(grids["folder"], grids["random"])  # and they were the ones used
+    with FeatureCache(from_folder) as a, FeatureCache(from_hub) as b:
+        local, hub = a.manifest["weights"], b.manifest["weights"]
+    assert local["source"] == "folder" and hub == {
+        "source": "huggingface",
+        "name": "someone/vit-small",
+        "revision": snapshot.name,
+        "sha256": local["sha256"],
+    }
+
+
+def test_vit_weights_that_are_pickles_or_missing_offline_are_one_line(imaged_root, hub_cache, tmp_path):
+    pickled = tmp_path / "pickled"
+    _small_vit(tmp_path / "vit", seed=3)
+    pickled.mkdir()
+    (pickled / "config.json").write_bytes((tmp_path / "vit" / "config.json").read_bytes())
+    (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ConfigError, match="umt loads no pickled weights"):
+        _extract(imaged_root, "vit-b16", weights=str(pickled), out=tmp_path / "x.h5")
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE=1"):
+        _extract(imaged_root, "vit-b16", weights="someone/not-cached", out=tmp_path / "y.h5")
+    (tmp_path / "vit" / "config.json").write_text(json.dumps({"model_type": "vit", "patch_size": 32}))
+    with pytest.raises(ConfigError, match="not vit-b16's"):  # a config giving another grid
+        _extract(imaged_root, "vit-b16", weights=str(tmp_path / "vit"), out=tmp_path / "z.h5")

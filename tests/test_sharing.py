@@ -4,7 +4,6 @@ loaded by hub id, tag exactly as the run does; int8 quantization keeps the tags.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import build_imaged_run
+from conftest import build_imaged_run, place_in_hub_cache
 
 import umt
 from umt.cli import main
@@ -32,36 +31,6 @@ def shared(tiny_root, tiny_encoder_dir, tmp_path_factory) -> dict:
     export = built["base"] / "export"
     export_run(built["run"], export, name=REPO)
     return {**built, "export": export}
-
-
-def place_in_hub_cache(folder: Path, cache: Path, repo: str, commit: str = "0" * 40) -> Path:
-    """``folder`` as huggingface_hub stores a downloaded snapshot: blobs named by content, the
-    snapshot's files links to them, refs/main naming the commit."""
-    root = cache / f"models--{repo.replace('/', '--')}"
-    snapshot = root / "snapshots" / commit
-    (root / "blobs").mkdir(parents=True)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        link = snapshot / path.relative_to(folder)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    (root / "refs").mkdir()
-    (root / "refs" / "main").write_text(commit)
-    return snapshot
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch) -> Path:
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
 
 
 def _posts(r: dict, tmp_path: Path) -> Path:
