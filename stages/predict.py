@@ -58,6 +58,7 @@ from umt.pipeline.files import same_file
 from umt.pipeline.models.catalog import get_recipe
 from umt.pipeline.runtime.distributed import PeerFailed, World, current_world, joined
 from umt.pipeline.sharing.source import open_run
+from umt.pipeline.wording import counted
 from umt.stages.requests import PredictRequest
 
 #: Longest piece of an entity's word or type in an --explain file name.
@@ -337,7 +338,8 @@ def _summary(
     where = f" -> {escape(str(req.output))}" if req.output is not None else ""
     shared = f"; {len(per_process)} processes tagged {' + '.join(map(str, per_process))}" if per_process else ""
     console.print(
-        f"tagged {posts} posts ({entities} entities, {bad} bad lines skipped) in {seconds:.1f} s, "
+        f"tagged {counted(posts, 'post')} ({counted(entities, 'entity', 'entities')}, "
+        f"{counted(bad, 'bad line')} skipped) in {seconds:.1f} s, "
         f"{summary['posts_per_second']} posts/s{where}"
         + (f"; {len(explained)} attention pictures in {escape(str(req.explain))}" if req.explain is not None else "")
         + shared,

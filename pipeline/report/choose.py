@@ -34,6 +34,7 @@ from umt.pipeline.errors import ConfigError, did_you_mean
 from umt.pipeline.metrics import pct
 from umt.pipeline.report.runs import NOT_SETTINGS, Group, Run, RunState, System
 from umt.pipeline.settings import parse_value, setting_name
+from umt.pipeline.wording import counted
 
 #: The ``--where`` name of the image backbone: no TrainConfig or ModelConfig setting, the row's own.
 BACKBONE = "backbone"
@@ -124,10 +125,6 @@ HOW_CHOSEN = {"dev": "on mean dev F1", "latest": "as the one trained last (--pic
 CHOSEN, NOT_CHOSEN = "chosen", "not chosen"
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 @dataclass(frozen=True)
 class Choice:
     """The configurations of one system on one dataset and the one its row counts. ``chosen`` is
@@ -169,9 +166,9 @@ class Choice:
         parts = [self.describe(self.chosen)]
         if self.others:
             how = HOW_CHOSEN[self.pick.by] + (f" ({pct(dev_f1(self.chosen))})" if self.pick.by == "dev" else "")
-            parts.append(f"chosen {how} over {_count(len(self.others), 'other configuration')}")
+            parts.append(f"chosen {how} over {counted(len(self.others), 'other configuration')}")
         if self.left_out:
-            parts.append(f"{_count(len(self.left_out), 'other configuration')} left out by {self.pick.filter}")
+            parts.append(f"{counted(len(self.left_out), 'other configuration')} left out by {self.pick.filter}")
         return ", ".join(parts)
 
 
