@@ -525,3 +525,16 @@ def test_tags_and_scores_do_not_depend_on_how_the_batches_are_cut(imaged_run, ti
             assert [e["score"] for e in record["entities"]] == pytest.approx(
                 [e["score"] for e in expected["entities"]], abs=1e-5
             )
+
+
+def test_tagging_on_a_cpu_runs_without_onednn_and_gives_it_back(imaged_run):
+    """oneDNN keeps a compiled kernel per batch shape (a server's memory grew without end): the
+    model runs on torch's own kernels while tagging, and oneDNN is back for everything else."""
+    tagger = umt.load(imaged_run["run"], device="cpu")
+    seen = []
+    emissions = tagger.model.emissions
+    tagger.model.emissions = lambda batch: seen.append(torch.backends.mkldnn.enabled) or emissions(batch)
+    before = torch.backends.mkldnn.enabled
+    tagger.tag(["Great to see Anna in Paris", "Globex in Sydney"])
+    assert seen and not any(seen)
+    assert torch.backends.mkldnn.enabled == before
