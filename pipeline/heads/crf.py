@@ -88,11 +88,10 @@ class CRFHead(nn.Module):
         step (the scaled forward-backward), then are taken back to logs: a window is a few dozen
         steps over K labels, where each torch or log-space call costs more than its arithmetic.
         """
-        e = emissions.detach().cpu().double().numpy()  # (n, K)
+        e = _float64(emissions)  # (n, K)
         n = e.shape[0]
-        trans = self.crf.transitions.detach().cpu().double().numpy()  # (K, K) from -> to
-        start = self.crf.start_transitions.detach().cpu().double().numpy()  # (K,)
-        end = self.crf.end_transitions.detach().cpu().double().numpy()  # (K,)
+        trans = _float64(self.crf.transitions)  # (K, K) from -> to
+        start, end = _float64(self.crf.start_transitions), _float64(self.crf.end_transitions)  # (K,)
         alpha, beta = _forward_backward(e, trans, start, end)  # (n, K) each, logs
         log_z = _logsumexp(alpha[n - 1] + end, axis=0)
 
@@ -120,6 +119,10 @@ class CRFHead(nn.Module):
             cases = np.array([closed(b, alpha[s, b], entity), closed(i, open_inside, entity)])
             out.append(float(np.clip(np.exp(_logsumexp(cases, axis=0) - log_z), 0.0, 1.0)))
         return out
+
+
+def _float64(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().double().numpy()
 
 
 def _forward_backward(

@@ -31,7 +31,7 @@ import torch
 
 from umt.pipeline.batch import Batch, WindowRef
 from umt.pipeline.heads.crf import Entity
-from umt.pipeline.inference.windows import WindowMerge, evaluating, shape_free_kernels
+from umt.pipeline.inference.windows import WindowMerge, tagging_mode
 from umt.pipeline.labels import BEGIN, INSIDE, PREFIX_SEPARATOR, LabelVocab, bio_to_spans, spans_to_bio
 
 
@@ -91,7 +91,7 @@ def tag_batches(
     """Tag every post whose windows ``batches`` hold (post ``i`` has ``lengths[i]`` words)."""
     windows: list[list[_Window]] = [[] for _ in lengths]
     merge = WindowMerge(lengths)
-    with evaluating(model), shape_free_kernels(device), model.explaining() if explain else nullcontext():
+    with tagging_mode(model, device), model.explaining() if explain else nullcontext():
         for batch in batches:
             batch = batch.to(device)
             emissions, _ = model.emissions(batch)  # (B, W, K)

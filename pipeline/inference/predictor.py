@@ -50,12 +50,12 @@ class Predictor:
         its batch, and they are put back by post."""
         collate = Collator(self.text, dataset.features.shape if dataset.features is not None else None)
         chosen = range(len(dataset)) if order is None else order
-        by_length = sorted(chosen, key=lambda i: -dataset.items[i].window.positions)
+        positions = [item.window.positions for item in dataset.items]
+        by_length = sorted(chosen, key=lambda i: -positions[i])
         size, workers = self.cfg.eval_batch_size, self.cfg.num_workers
         if self.text.call_cost is None or self.device.type != "cpu":
             return make_loader(dataset, collate, size, workers, by_length)
-        lengths = [dataset.items[i].window.positions for i in by_length]
-        cuts = cut_by_length(lengths, size, self.text.call_cost)
+        cuts = cut_by_length([positions[i] for i in by_length], size, self.text.call_cost)
         return make_loader(dataset, collate, size, workers, batches=[[by_length[k] for k in cut] for cut in cuts])
 
     def predict(self, dataset: MnerDataset) -> list[list[str]]:

@@ -34,37 +34,33 @@ class WindowMerge:
 
 
 @contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """``model`` in eval mode for the block, and back in training mode after it if it was. A model
-    already in eval mode (a loaded run, every batch a server tags) is left as it is: walking its
-    modules twice per batch cost a served batch of 16 posts about 2 ms."""
-    if not model.training:
-        yield model
-        return
-    model.eval()
+def tagging_mode(model: torch.nn.Module, device: torch.device | str) -> Iterator[torch.nn.Module]:
+    """``model`` set up to tag for the block, as it was after it:
+
+    - in eval mode, and back in training mode after if it was. A model already in eval mode (a
+      loaded run, every batch a server tags) is left as it is: walking its modules twice per
+      batch cost a served batch of 16 posts about 2 ms;
+    - on a CPU, on torch's own kernels instead of oneDNN's. oneDNN compiles a kernel for every
+      tensor shape it meets and keeps up to 1,024 of them: GELU's took 0.45 MB a shape, so a
+      server tagging batches of every length and size grew by hundreds of MB (a process tagging
+      random batches of the Twitter-2017 test posts: +125 MB in 19 passes and still growing;
+      with this, +2 MB). The encoders run as fast without (BERT-sized and MiniLM-sized, batches
+      of 16 and 64: within 3%). Training and image features keep oneDNN.
+    """
+    was_training = model.training
+    if was_training:
+        model.eval()
+    on_cpu = torch.device(device).type == "cpu"
+    onednn = torch.backends.mkldnn.enabled  # only this flag: mkldnn.flags() also sets TF32 ones, and warns
+    if on_cpu:
+        torch.backends.mkldnn.enabled = False
     try:
         yield model
     finally:
-        model.train()
-
-
-@contextmanager
-def shape_free_kernels(device: torch.device | str) -> Iterator[None]:
-    """On a CPU, torch's own kernels instead of oneDNN's for the block. oneDNN compiles a kernel
-    for every tensor shape it meets and keeps up to 1,024 of them: GELU's took 0.45 MB a shape,
-    so a server tagging batches of every length and size grew by hundreds of MB (a process
-    tagging random batches of the Twitter-2017 test posts: +125 MB in 19 passes and still
-    growing; with this, +2 MB). The encoders run as fast without (BERT-sized and MiniLM-sized,
-    batches of 16 and 64: within 3%). Training and image features keep oneDNN."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    previous = torch.backends.mkldnn.enabled  # only this flag: mkldnn.flags() also sets TF32 ones, and warns
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = previous
+        if on_cpu:
+            torch.backends.mkldnn.enabled = onednn
+        if was_training:
+            model.train()
 
 
 @torch.inference_mode()
@@ -73,7 +69,7 @@ def decode_windows(
 ) -> list[tuple[WindowRef, list[str]]]:
     """Each window of ``batches`` with the labels of its words."""
     out = []
-    with evaluating(model), shape_free_kernels(device):
+    with tagging_mode(model, device):
         for batch in batches:
             decoded = model.decode(batch.to(device))
             out.extend((ref, vocab.decode(ids)) for ref, ids in zip(batch.refs, decoded, strict=True))
