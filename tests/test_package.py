@@ -62,7 +62,7 @@ PIPELINE_LAYERS = (
         "contracts",
         (
             "errors", "files", "typed_fields", "labels", "metrics", "batch", "train_config",
-            "models.config", "data.types", "text.tweets", "settings", "wording",
+            "models.config", "data.types", "text.tweets", "settings", "wording", "packing",
         ),
     ),
     ("run files", ("run_dir", "sharing.source")),

@@ -27,6 +27,7 @@ from umt.pipeline.heads.softmax import SoftmaxHead
 from umt.pipeline.inference.entities import tag_batches
 from umt.pipeline.labels import LabelVocab, bio_to_spans
 from umt.pipeline.models.config import ModelConfig
+from umt.pipeline.modules.encoders import PretrainedEncoder
 from umt.pipeline.text.tweets import detect_style, tokenize
 from umt.pipeline.train_config import TrainConfig
 from umt.pipeline.vision.backbones import get_backbone
@@ -525,6 +526,26 @@ def test_tags_and_scores_do_not_depend_on_how_the_batches_are_cut(imaged_run, ti
             assert [e["score"] for e in record["entities"]] == pytest.approx(
                 [e["score"] for e in expected["entities"]], abs=1e-5
             )
+
+
+def test_a_packing_model_tags_as_it_does_padded(imaged_run, monkeypatch):
+    """A trained UMT model (the tiny BERT, images read) tags the same posts with the same tags and
+    scores whether its batches run packed or padded, and the packed path is the one taken."""
+    tagger = umt.load(imaged_run["run"], device="cpu")
+    assert tagger.model.packs
+    texts = ["Great to see Anna in Paris", "Globex in Sydney", "a b", "Chloe visits Oslo with Anna and Globex staff"]
+    calls = []
+    packed = PretrainedEncoder._packed
+    monkeypatch.setattr(PretrainedEncoder, "_packed", lambda self, x: calls.append(1) or packed(self, x))
+    got = tagger.tag(texts)
+    assert calls
+    tagger.model.encoder.packs = False
+    expected = tagger.tag(texts)
+    assert [r["tags"] for r in got] == [r["tags"] for r in expected]
+    for record, want in zip(got, expected, strict=True):
+        assert [e["score"] for e in record["entities"]] == pytest.approx(
+            [e["score"] for e in want["entities"]], abs=1e-5
+        )
 
 
 def test_tagging_on_a_cpu_runs_without_onednn_and_gives_it_back(imaged_run):

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -23,6 +22,7 @@ from umt.pipeline.batch import Batch, WindowRef
 from umt.pipeline.data.types import Post
 from umt.pipeline.errors import DataFormatError
 from umt.pipeline.labels import ESD_LABELS, LabelVocab, esd_tag, split_label
+from umt.pipeline.packing import FirstFit
 from umt.pipeline.text.base import TextSide, Window
 
 _MAX_LISTED = 5
@@ -146,29 +146,33 @@ class Collator:
         )
 
 
-def cut_by_length(lengths: Sequence[int], max_size: int, call_cost: float) -> list[range]:
+def cut_by_length(lengths: Sequence[int], max_size: int, call_cost: float, packed: bool = False) -> list[range]:
     """Cut windows of ``lengths`` positions, longest first, into consecutive batches of at most
-    ``max_size`` that cost least: a batch costs its rows times its longest window (what it is
-    padded to) plus ``call_cost`` for the call. Exact, by dynamic programming over the cut points.
+    ``max_size`` that cost least: a batch costs its rows times its longest window (the width
+    they are padded to) plus ``call_cost`` for the call. Its rows are its windows, or with
+    ``packed`` the rows they pack into (:func:`umt.pipeline.packing.first_fit`). Exact, by
+    dynamic programming over the cut points.
 
     Posts arriving together at a server are of all lengths: cut this way, 16 random Twitter-2017
-    test posts fill 13% fewer position-equivalents than as one batch."""
+    test posts fill 13% fewer position-equivalents than as one padded batch. Packed, one call
+    for them all is the cheapest cut of most groups."""
     n = len(lengths)
     if any(a < b for a, b in pairwise(lengths)):
         raise ValueError("cut_by_length wants the lengths longest first")
-    padded = np.asarray(lengths, dtype=np.float64)
-    best = np.zeros(n + 1)  # best[j]: the least cost of the first j windows
-    start = np.zeros(n + 1, dtype=np.int64)  # where the last batch of that best cut begins
-    for j in range(1, n + 1):
-        lo = max(0, j - max_size)
-        first = np.arange(lo, j)  # a last batch of windows first..j-1, padded to lengths[first]
-        costs = best[lo:j] + (j - first) * padded[lo:j] + call_cost
-        k = int(np.argmin(costs))
-        best[j], start[j] = costs[k], lo + k
+    best = [0.0] + [float("inf")] * n  # best[j]: the least cost of the first j windows
+    start = [0] * (n + 1)  # where the last batch of that best cut begins
+    for first in range(n):  # best[first] is final: every batch ending before it starts earlier
+        width, fit = lengths[first], FirstFit(lengths[first])
+        for last in range(first, min(n, first + max_size)):
+            fit.add(lengths[last])
+            rows = fit.rows if packed else last - first + 1
+            cost = best[first] + rows * width + call_cost
+            if cost < best[last + 1]:
+                best[last + 1], start[last + 1] = cost, first
     cuts, j = [], n
     while j > 0:
-        cuts.append(range(int(start[j]), j))
-        j = int(start[j])
+        cuts.append(range(start[j], j))
+        j = start[j]
     return cuts[::-1]
 
 

@@ -45,9 +45,10 @@ class Predictor:
         first: windows of similar length share a batch, so little of it is padding (on the
         Twitter-2017 test posts, a third fewer encoder positions than in the dataset's order).
         On a CPU, where the text side prices a call (``TextSide.call_cost``), the batches are
-        cut where the padding saved outweighs one more call (:func:`cut_by_length`); otherwise
-        they hold ``eval_batch_size`` windows each. Every window's result is its own whatever
-        its batch, and they are put back by post."""
+        cut where the positions saved outweigh one more call (:func:`cut_by_length`, pricing
+        packed rows for a model that packs them); otherwise they hold ``eval_batch_size``
+        windows each. Every window's result is its own whatever its batch, and they are put
+        back by post."""
         collate = Collator(self.text, dataset.features.shape if dataset.features is not None else None)
         chosen = range(len(dataset)) if order is None else order
         positions = [item.window.positions for item in dataset.items]
@@ -55,7 +56,7 @@ class Predictor:
         size, workers = self.cfg.eval_batch_size, self.cfg.num_workers
         if self.text.call_cost is None or self.device.type != "cpu":
             return make_loader(dataset, collate, size, workers, by_length)
-        cuts = cut_by_length([positions[i] for i in by_length], size, self.text.call_cost)
+        cuts = cut_by_length([positions[i] for i in by_length], size, self.text.call_cost, packed=self.model.packs)
         return make_loader(dataset, collate, size, workers, batches=[[by_length[k] for k in cut] for cut in cuts])
 
     def predict(self, dataset: MnerDataset) -> list[list[str]]:

@@ -10,7 +10,8 @@
 The contract the trainer relies on, and nothing more: ``forward(batch)`` returns the scalar
 training loss (a CRF's sentence NLL summed and divided by the number of windows; a softmax's
 cross-entropy averaged over the real words), ``decode(batch)`` the MNER label ids of the real
-words of each window, ``multimodal`` says whether the model reads images. ``config`` is the
+words of each window, ``multimodal`` says whether the model reads images, ``packs`` whether it
+runs evaluation batches packed into rows (:mod:`umt.pipeline.packing`). ``config`` is the
 effective configuration (the registered name's switches applied): store it in a run directory.
 """
 
@@ -70,6 +71,11 @@ class Tagger(nn.Module):
             if self.conversion is not None:
                 emissions = self.conversion(emissions, span_emissions)  # (B, W, |Y|) eq. 7
         return emissions, span_emissions
+
+    @property
+    def packs(self) -> bool:
+        """Whether, in eval mode, a batch's windows run packed into rows (its encoder's ``packs``)."""
+        return self.encoder.packs
 
     @contextmanager
     def explaining(self) -> Iterator[None]:

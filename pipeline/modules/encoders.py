@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from umt.pipeline.batch import SubwordInputs, TextInputs
+from umt.pipeline.packing import PackedRows
 
 
 def gather_words(states: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
@@ -43,17 +44,45 @@ class TextStates:
 
 class Encoder(nn.Module):
     """Interface: ``forward(inputs) -> TextStates`` and ``hidden_size`` (d). ``pretrained``
-    encoders train at ``--lr``, every other parameter of a model at ``head_lr``."""
+    encoders train at ``--lr``, every other parameter of a model at ``head_lr``. ``packs``: in
+    eval mode on a CPU, the encoder runs a batch's windows packed into rows
+    (:mod:`umt.pipeline.packing`), so what a batch costs is its packed rows, not its windows."""
 
     hidden_size: int
     pretrained: bool = False
+    packs: bool = False
 
     def forward(self, inputs: TextInputs) -> TextStates:
         raise NotImplementedError
 
 
+#: Hugging Face model types whose base model is ``encoder(embeddings(input_ids), mask)`` with
+#: absolute positions added in ``embeddings``: their layers see no positions, so a packed row of
+#: several windows gives each window the states it has alone (tested for each).
+PACKABLE_TYPES = frozenset({"bert", "roberta", "xlm-roberta"})
+
+
+def packable(model: PreTrainedModel) -> bool:
+    """Whether ``model`` can run packed rows: a packable type with no decoder, on SDPA attention
+    (which reads the boolean block mask as it is)."""
+    config = model.config
+    return (
+        config.model_type in PACKABLE_TYPES
+        and not config.is_decoder
+        and config._attn_implementation == "sdpa"
+        and isinstance(getattr(model, "embeddings", None), nn.Module)
+        and isinstance(getattr(model, "encoder", None), nn.Module)
+    )
+
+
 class PretrainedEncoder(Encoder):
-    """A Hugging Face encoder (fine-tuned) returning its last hidden states C = (c_0 .. c_{n+1})."""
+    """A Hugging Face encoder (fine-tuned) returning its last hidden states C = (c_0 .. c_{n+1}).
+
+    In eval mode on a CPU a packable model (:func:`packable`) runs a batch packed: embeddings
+    over the padded batch (each window's own positions and token types), then the layers over
+    packed rows with attention kept within each window. Training runs the padded batch as it is,
+    and so does a GPU, where padding costs little and packing would wait on the device for the
+    lengths."""
 
     pretrained = True
 
@@ -61,6 +90,7 @@ class PretrainedEncoder(Encoder):
         super().__init__()
         self.model = model
         self.hidden_size: int = model.config.hidden_size  # d
+        self.packs = packable(model)
 
     @property
     def hf_config(self) -> PretrainedConfig:
@@ -68,6 +98,17 @@ class PretrainedEncoder(Encoder):
         return self.model.config
 
     def forward(self, inputs: SubwordInputs) -> TextStates:
-        """(B, L) piece ids and mask -> (B, L, d) contextual piece states C."""
-        states = self.model(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).last_hidden_state
+        """(B, L) piece ids and mask -> (B, L, d) contextual piece states C (zeros on padding when packed)."""
+        if self.packs and not self.training and inputs.input_ids.device.type == "cpu":
+            states = self._packed(inputs)
+        else:
+            states = self.model(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).last_hidden_state
         return TextStates(states, inputs.attention_mask.bool(), inputs.word_index)  # (B, L, d)
+
+    def _packed(self, inputs: SubwordInputs) -> torch.Tensor:
+        """(B, L, d) states of the batch's windows run packed into rows of width L."""
+        size, width = inputs.input_ids.shape
+        rows = PackedRows.of(inputs.attention_mask.sum(1).tolist(), width, inputs.input_ids.device)
+        embedded = self.model.embeddings(input_ids=inputs.input_ids)  # (B, L, d)
+        packed = self.model.encoder(rows.pack(embedded), attention_mask=rows.attention()).last_hidden_state  # (R, L, d)
+        return rows.unpack(packed, size)  # (B, L, d)
