@@ -108,7 +108,8 @@ def test_training_and_unpackable_encoders_run_the_padded_batch(monkeypatch):
     bert.train()(inputs)  # training: padded, dropout and all
     eager = BertModel(BertConfig(**SMALL, attn_implementation="eager"))
     distil = DistilBertModel(DistilBertConfig(vocab_size=120, dim=32, n_layers=1, n_heads=2, hidden_dim=64))
-    for model in (eager, distil):
+    relative = BertModel(BertConfig(**SMALL, position_embedding_type="relative_key"))  # transformers 4's kind
+    for model in (eager, distil, relative):
         assert not PretrainedEncoder(model).packs
 
 

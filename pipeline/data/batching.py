@@ -164,7 +164,8 @@ def cut_by_length(lengths: Sequence[int], max_size: int, call_cost: float, packe
     for first in range(n):  # best[first] is final: every batch ending before it starts earlier
         width, fit = lengths[first], FirstFit(lengths[first])
         for last in range(first, min(n, first + max_size)):
-            fit.add(lengths[last])
+            if packed:
+                fit.add(lengths[last])
             rows = fit.rows if packed else last - first + 1
             cost = best[first] + rows * width + call_cost
             if cost < best[last + 1]:

@@ -63,12 +63,13 @@ PACKABLE_TYPES = frozenset({"bert", "roberta", "xlm-roberta"})
 
 
 def packable(model: PreTrainedModel) -> bool:
-    """Whether ``model`` can run packed rows: a packable type with no decoder, on SDPA attention
-    (which reads the boolean block mask as it is)."""
+    """Whether ``model`` can run packed rows: a packable type with no decoder, absolute
+    positions only, on SDPA attention (which reads the boolean block mask as it is)."""
     config = model.config
     return (
         config.model_type in PACKABLE_TYPES
         and not config.is_decoder
+        and getattr(config, "position_embedding_type", "absolute") == "absolute"  # transformers 4 has others
         and config._attn_implementation == "sdpa"
         and isinstance(getattr(model, "embeddings", None), nn.Module)
         and isinstance(getattr(model, "encoder", None), nn.Module)
