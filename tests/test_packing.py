@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 from transformers import (
@@ -18,7 +16,6 @@ from transformers import (
 )
 
 from umt.pipeline.batch import SubwordInputs
-from umt.pipeline.data.batching import cut_by_length
 from umt.pipeline.modules.encoders import PretrainedEncoder
 from umt.pipeline.packing import FirstFit, PackedRows, first_fit
 
@@ -111,30 +108,3 @@ def test_training_and_unpackable_encoders_run_the_padded_batch(monkeypatch):
     relative = BertModel(BertConfig(**SMALL, position_embedding_type="relative_key"))  # transformers 4's kind
     for model in (eager, distil, relative):
         assert not PretrainedEncoder(model).packs
-
-
-def _packed_cost(lengths, cuts, call_cost):
-    return sum(len(first_fit([lengths[k] for k in cut], lengths[cut[0]])) * lengths[cut[0]] + call_cost for cut in cuts)
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_packed_batches_cut_by_length_cost_what_the_best_of_every_cut_costs(seed):
-    rng = torch.Generator().manual_seed(seed)
-    n = int(torch.randint(1, 10, (1,), generator=rng))
-    lengths = sorted(torch.randint(1, 60, (n,), generator=rng).tolist(), reverse=True)
-    max_size = int(torch.randint(1, 6, (1,), generator=rng))
-    for call_cost in (0.0, 7.5, 54.0):
-        cuts = cut_by_length(lengths, max_size, call_cost, packed=True)
-        assert [k for cut in cuts for k in cut] == list(range(n)) and all(1 <= len(c) <= max_size for c in cuts)
-        every = [
-            [range(a, b) for a, b in itertools.pairwise((0, *points, n))]
-            for r in range(n)
-            for points in itertools.combinations(range(1, n), r)
-        ]
-        fitting = [c for c in every if all(len(cut) <= max_size for cut in c)]
-        assert _packed_cost(lengths, cuts, call_cost) == pytest.approx(
-            min(_packed_cost(lengths, c, call_cost) for c in fitting)
-        )
-    # one batch of a long window and short ones packs them two to a row: cheaper than two calls
-    assert cut_by_length([40, 20, 20, 19, 19], 8, 54.0, packed=True) == [range(0, 5)]
-    assert len(cut_by_length([40, 20, 20, 19, 19], 8, 54.0)) == 2  # padded, the short ones go apart

@@ -28,6 +28,7 @@ from umt.pipeline.inference.entities import tag_batches
 from umt.pipeline.labels import LabelVocab, bio_to_spans
 from umt.pipeline.models.config import ModelConfig
 from umt.pipeline.modules.encoders import PretrainedEncoder
+from umt.pipeline.packing import first_fit
 from umt.pipeline.text.tweets import detect_style, tokenize
 from umt.pipeline.train_config import TrainConfig
 from umt.pipeline.vision.backbones import get_backbone
@@ -478,6 +479,20 @@ def _cost(lengths, cuts, call_cost):
     return sum(len(cut) * lengths[cut[0]] + call_cost for cut in cuts)
 
 
+def _packed_cost(lengths, cuts, call_cost):
+    return sum(len(first_fit([lengths[k] for k in cut], lengths[cut[0]])) * lengths[cut[0]] + call_cost for cut in cuts)
+
+
+def _every_cut(n, max_size):
+    """Every way of cutting 0..n-1 into consecutive batches of at most ``max_size``."""
+    every = [
+        [range(a, b) for a, b in itertools.pairwise((0, *points, n))]
+        for r in range(n)
+        for points in itertools.combinations(range(1, n), r)
+    ]
+    return [c for c in every if all(len(cut) <= max_size for cut in c)]
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_batches_cut_by_length_cost_what_the_best_of_every_cut_costs(seed):
     rng = torch.Generator().manual_seed(seed)
@@ -488,13 +503,26 @@ def test_batches_cut_by_length_cost_what_the_best_of_every_cut_costs(seed):
         cuts = cut_by_length(lengths, max_size, call_cost)
         assert [k for cut in cuts for k in cut] == list(range(n))  # every window once, in order
         assert all(1 <= len(cut) <= max_size for cut in cuts)
-        every = [  # every way of cutting 0..n-1 into consecutive batches of at most max_size
-            [range(a, b) for a, b in itertools.pairwise((0, *points, n))]
-            for r in range(n)
-            for points in itertools.combinations(range(1, n), r)
-        ]
-        fitting = [c for c in every if all(len(cut) <= max_size for cut in c)]
+        fitting = _every_cut(n, max_size)
         assert _cost(lengths, cuts, call_cost) == pytest.approx(min(_cost(lengths, c, call_cost) for c in fitting))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_packed_batches_cut_by_length_cost_what_the_best_of_every_cut_costs(seed):
+    rng = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 10, (1,), generator=rng))
+    lengths = sorted(torch.randint(1, 60, (n,), generator=rng).tolist(), reverse=True)
+    max_size = int(torch.randint(1, 6, (1,), generator=rng))
+    for call_cost in (0.0, 7.5, 54.0):
+        cuts = cut_by_length(lengths, max_size, call_cost, packed=True)
+        assert [k for cut in cuts for k in cut] == list(range(n)) and all(1 <= len(c) <= max_size for c in cuts)
+        fitting = _every_cut(n, max_size)
+        assert _packed_cost(lengths, cuts, call_cost) == pytest.approx(
+            min(_packed_cost(lengths, c, call_cost) for c in fitting)
+        )
+    # one batch of a long window and short ones packs them two to a row: cheaper than two calls
+    assert cut_by_length([40, 20, 20, 19, 19], 8, 54.0, packed=True) == [range(0, 5)]
+    assert len(cut_by_length([40, 20, 20, 19, 19], 8, 54.0)) == 2  # padded, the short ones go apart
 
 
 def test_cut_by_length_wants_the_longest_first():
